@@ -1,0 +1,1 @@
+"""MCAP / rosbag2 read, write, replay and record."""

@@ -1,0 +1,1 @@
+"""ROS-free, numpy-only core: types, calibration, frames, time, box ops."""

@@ -1,0 +1,1 @@
+"""Metrics, robustness matrix, latency and reports. Lands with the evaluation issue."""

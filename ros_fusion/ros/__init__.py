@@ -1,0 +1,1 @@
+"""Thin rclpy adapters: conversions, nodes, QoS, parameters, diagnostics, node plan."""

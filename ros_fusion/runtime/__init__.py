@@ -1,0 +1,1 @@
+"""Inference backends and the FusionPipeline. Lands with the network/pipeline issues."""

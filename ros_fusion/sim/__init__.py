@@ -1,0 +1,1 @@
+"""Synthetic world and sensor models: training data, demo bags, fault scenarios."""
