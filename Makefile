@@ -1,0 +1,54 @@
+# ros_fusion — pip-mode workflow. `make demo` and `make test` each create or
+# refresh the virtual environment they need, from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+VENV_ABS := $(abspath $(VENV))
+PY := $(VENV_ABS)/bin/python
+STAMP := $(VENV_ABS)/.ros_fusion-installed
+# DDS stays on this machine; ament_index finds the package in the venv.
+RUNENV := AMENT_PREFIX_PATH=$(VENV_ABS) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
+          FASTDDS_DEFAULT_PROFILES_FILE=$${FASTDDS_DEFAULT_PROFILES_FILE:-$(CURDIR)/config/fastdds.xml}
+
+.PHONY: help venv system-deps demo test lint bench colcon clean
+
+help:
+	@echo "make demo    simulate a drive, run it live through the node graph, print what the node saw"
+	@echo "make test    lint + the test suite (what CI runs)"
+	@echo "make bench   conversion and simulator benchmarks (pytest-benchmark)"
+	@echo "make colcon  colcon build of the package (ROS mode) into build/ install/"
+
+# open3d's wheel links libusb-1.0 (Debian package libusb-1.0-0).
+system-deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  echo "installing libusb-1.0-0 (needed by open3d)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libusb-1.0-0; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq libusb-1.0-0; fi; \
+	fi
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV_ABS)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+venv: system-deps $(STAMP)
+
+demo: venv
+	$(RUNENV) $(PY) -m ros_fusion.cli demo $(ARGS)
+
+lint: venv
+	$(VENV_ABS)/bin/ruff check .
+
+test: venv lint
+	$(RUNENV) $(PY) -m pytest -q -p no:cacheprovider $(ARGS)
+
+bench: venv
+	$(RUNENV) $(PY) -m pytest -q -p no:cacheprovider benchmarks --benchmark-only $(ARGS)
+
+colcon: venv
+	$(RUNENV) $(VENV_ABS)/bin/colcon build --base-paths . --build-base build --install-base install
+
+clean:
+	rm -rf build install log .pytest_cache .benchmarks

@@ -1,0 +1,179 @@
+"""The node plan: one pure function from configuration to the processes to start.
+
+Both `launch/fusion.launch.py` (ROS mode, launch_ros) and `ros-fusion launch`
+(pip mode, our own supervisor) call `plan_nodes`, so the two ways to start the
+system cannot drift apart (DESIGN §2). No rclpy import here: the plan is data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.rig import ConfigError, load_rig
+from ..paths import default_config_path, default_rig_path, fastdds_profile_path
+
+PACKAGE = "ros_fusion"
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+DISCOVERY_RANGES = ("LOCALHOST", "SUBNET", "SYSTEM_DEFAULT", "OFF")
+
+
+@dataclass(frozen=True)
+class LaunchArgs:
+    """The launch arguments, shared by the launch file and `ros-fusion launch`."""
+
+    config_file: str = ""
+    rig_file: str = ""
+    use_sim_time: bool = False
+    backend: str = "onnxruntime"
+    log_level: str = "info"
+    discovery_range: str = "LOCALHOST"
+
+    @staticmethod
+    def declared() -> dict[str, tuple[str, str]]:
+        """name → (default as launch-argument string, description)."""
+        return {
+            "config_file": ("", "node configuration YAML (default: share/ros_fusion/config/fusion.yaml)"),
+            "rig_file": ("", "sensor rig YAML: topics, rates, extrinsics (default: config/rig_default.yaml)"),
+            "use_sim_time": ("false", "use /clock (true when replaying a bag with --clock)"),
+            "backend": ("onnxruntime", f"inference backend: {', '.join(BACKENDS)}"),
+            "log_level": ("info", f"ROS log level: {', '.join(LOG_LEVELS)}"),
+            "discovery_range": (
+                "LOCALHOST",
+                "ROS_AUTOMATIC_DISCOVERY_RANGE: LOCALHOST keeps DDS on this machine; SUBNET on a vehicle network",
+            ),
+        }
+
+    @staticmethod
+    def from_strings(values: Mapping[str, str]) -> LaunchArgs:
+        """Build from launch-argument strings (what launch substitutions yield)."""
+        unknown = set(values) - set(LaunchArgs.declared())
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], f"unknown launch argument (known: {sorted(LaunchArgs.declared())})")
+        sim = str(values.get("use_sim_time", "false")).strip().lower()
+        if sim not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError("use_sim_time", f"expected true/false, got {sim!r}")
+        return LaunchArgs(
+            config_file=str(values.get("config_file", "")),
+            rig_file=str(values.get("rig_file", "")),
+            use_sim_time=sim in ("true", "1", "yes"),
+            backend=str(values.get("backend", "onnxruntime")),
+            log_level=str(values.get("log_level", "info")).lower(),
+            discovery_range=str(values.get("discovery_range", "LOCALHOST")).upper(),
+        )
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node to start: what launch_ros.actions.Node or our supervisor needs."""
+
+    package: str
+    executable: str
+    module: str  # `python -m <module>` runs the same entry point in pip mode
+    name: str
+    namespace: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    remappings: tuple[tuple[str, str], ...] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+
+    def ros_arguments(self) -> list[str]:
+        """`--ros-args` list equivalent to the spec (parameters passed as -p)."""
+        out = ["--ros-args", "-r", f"__node:={self.name}", "--log-level", self.log_level]
+        if self.namespace:
+            out += ["-r", f"__ns:={self.namespace}"]
+        for src, dst in self.remappings:
+            out += ["-r", f"{src}:={dst}"]
+        for k, v in self.parameters.items():
+            out += ["-p", f"{k}:={_param_literal(v)}"]
+        return out
+
+
+def _param_literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        # YAML-quote strings so '' and values like 'true' or '1.0' stay strings.
+        return yaml.safe_dump(v, default_style="'").strip().removesuffix("...").strip()
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def dds_environment(args: LaunchArgs, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment every node gets: our Fast DDS profile unless the user set one; discovery range."""
+    env = dict(os.environ if base_env is None else base_env)
+    out: dict[str, str] = {}
+    if not env.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        out["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile_path())
+    out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = args.discovery_range
+    return out
+
+
+def load_node_config(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config_file", f"no such file: {p}")
+    try:
+        d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError("<yaml>", f"not valid YAML: {e}", str(p)) from None
+    if not isinstance(d, dict) or not isinstance(d.get("nodes"), dict) or not d["nodes"]:
+        raise ConfigError("nodes", "missing or empty: the config must list nodes to start", str(p))
+    return d
+
+
+def plan_nodes(args: LaunchArgs, base_env: Mapping[str, str] | None = None) -> list[NodeSpec]:
+    """Configuration → ordered list of nodes. Pure: same inputs, same plan.
+
+    Validates the launch arguments and the rig up front so that a bad file
+    fails here, naming the key, before any process starts.
+    """
+    if args.backend not in BACKENDS:
+        raise ConfigError("backend", f"unknown inference backend {args.backend!r} (one of {', '.join(BACKENDS)})")
+    if args.log_level not in LOG_LEVELS:
+        raise ConfigError("log_level", f"unknown log level {args.log_level!r} (one of {', '.join(LOG_LEVELS)})")
+    if args.discovery_range not in DISCOVERY_RANGES:
+        raise ConfigError(
+            "discovery_range", f"unknown range {args.discovery_range!r} (one of {', '.join(DISCOVERY_RANGES)})"
+        )
+    config_path = Path(args.config_file) if args.config_file else default_config_path()
+    rig_path = Path(args.rig_file) if args.rig_file else default_rig_path()
+    cfg = load_node_config(config_path)
+    load_rig(rig_path)  # fail now, naming the key, rather than in a node later
+    env = dds_environment(args, base_env)
+    specs: list[NodeSpec] = []
+    for name, node in cfg["nodes"].items():
+        key = f"nodes.{name}"
+        if not isinstance(node, dict):
+            raise ConfigError(key, "expected a mapping", str(config_path))
+        for k in ("executable", "module"):
+            if not isinstance(node.get(k), str) or not node[k]:
+                raise ConfigError(f"{key}.{k}", "missing", str(config_path))
+        params = dict(node.get("parameters") or {})
+        if "rig_file" in params and not params["rig_file"]:
+            params["rig_file"] = str(rig_path.resolve())
+        if "backend" in params:
+            params["backend"] = args.backend
+        params["use_sim_time"] = args.use_sim_time
+        remaps = node.get("remappings") or {}
+        if not isinstance(remaps, dict):
+            raise ConfigError(f"{key}.remappings", "expected a mapping from topic to topic", str(config_path))
+        specs.append(
+            NodeSpec(
+                package=PACKAGE,
+                executable=node["executable"],
+                module=node["module"],
+                name=str(name),
+                namespace=str(node.get("namespace", "")),
+                parameters=params,
+                remappings=tuple((str(a), str(b)) for a, b in remaps.items()),
+                environment=env,
+                log_level=args.log_level,
+            )
+        )
+    return specs
