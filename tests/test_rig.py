@@ -1,0 +1,115 @@
+"""Rig files are untrusted: every mistake names its key (DESIGN §10)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ros_fusion.core.rig import ConfigError, load_rig, rig_from_dict, rig_from_yaml
+from ros_fusion.core.transforms import (
+    invert_transform,
+    matrix_to_quat,
+    matrix_to_rpy,
+    quat_to_matrix,
+    rpy_to_matrix,
+    transform_points,
+    xyz_rpy_to_transform,
+)
+from ros_fusion.core.types import Modality
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT = yaml.safe_load((ROOT / "config" / "rig_default.yaml").read_text())
+
+
+def test_default_rig_loads_with_every_modality():
+    rig = load_rig(ROOT / "config" / "rig_default.yaml")
+    kinds = {s.modality for s in rig.sensors.values()}
+    assert kinds == set(Modality)
+    cam = rig.of("camera")[0]
+    assert cam.intrinsics is not None and cam.intrinsics.width == 640
+    # optical frame: camera z looks along base_link x, camera x along -y, camera y along -z
+    R = cam.extrinsic[:3, :3]
+    np.testing.assert_allclose(R @ [0, 0, 1], [1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(R @ [1, 0, 0], [0, -1, 0], atol=1e-6)
+    np.testing.assert_allclose(R @ [0, 1, 0], [0, 0, -1], atol=1e-6)
+    assert rig_from_yaml(rig.to_yaml()).sensors.keys() == rig.sensors.keys()
+
+
+def _mutated(path: list, value, delete: bool = False) -> dict:
+    d = copy.deepcopy(DEFAULT)
+    cur = d
+    for k in path[:-1]:
+        cur = cur[k]
+    if delete:
+        del cur[path[-1]]
+    else:
+        cur[path[-1]] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "delete", "key"),
+    [
+        (["sensors", "lidar_top", "modality"], "sonar", False, "sensors.lidar_top.modality"),
+        (["sensors", "lidar_top", "extrinsics"], None, True, "sensors.lidar_top.extrinsics"),
+        (["sensors", "radar_front", "rate_hz"], -13, False, "sensors.radar_front.rate_hz"),
+        (["sensors", "radar_front", "rate_hz"], "fast", False, "sensors.radar_front.rate_hz"),
+        (["sensors", "radar_front", "rate_hz"], float("nan"), False, "sensors.radar_front.rate_hz"),
+        (["sensors", "imu", "topic"], "imu", False, "sensors.imu.topic"),
+        (["sensors", "camera_front", "intrinsics", "fx"], 0, False, "sensors.camera_front.intrinsics.fx"),
+        (["sensors", "camera_front", "intrinsics", "distortion_model"], "fisheye9", False,
+         "sensors.camera_front.intrinsics.distortion_model"),
+        (["sensors", "camera_front", "extrinsics", "xyz"], [1, 2], False, "sensors.camera_front.extrinsics.xyz"),
+        (["sensors", "lidar_top", "extrinsics"], {"matrix": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]},
+         False, "sensors.lidar_top.extrinsics.matrix"),
+        (["sensors", "lidar_top", "rate"], 10, False, "sensors.lidar_top"),
+        (["sensors"], {}, False, "sensors"),
+    ],
+)
+def test_bad_rig_names_the_key(path, value, delete, key):
+    with pytest.raises(ConfigError) as e:
+        rig_from_dict(_mutated(path, value, delete), "rig.yaml")
+    assert e.value.key == key
+    assert str(e.value).startswith("rig.yaml: " + key)
+
+
+def test_duplicate_topic_and_missing_file(tmp_path):
+    d = _mutated(["sensors", "radar_front", "topic"], DEFAULT["sensors"]["lidar_top"]["topic"])
+    with pytest.raises(ConfigError, match="already used by lidar_top"):
+        rig_from_dict(d)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_rig(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sensors: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_rig(bad)
+
+
+def test_matrix_extrinsics_equal_xyz_rpy():
+    T = xyz_rpy_to_transform([1, 2, 3], [0.1, -0.2, 0.3])
+    d = _mutated(["sensors", "lidar_top", "extrinsics"], {"matrix": T.tolist()})
+    np.testing.assert_allclose(rig_from_dict(d).sensors["lidar_top"].extrinsic, T)
+
+
+angles = st.floats(-3.1, 3.1)
+
+
+@given(angles, st.floats(-1.5, 1.5), angles)
+def test_rpy_matrix_quaternion_round_trips(r, p, y):
+    R = rpy_to_matrix(r, p, y)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(rpy_to_matrix(*matrix_to_rpy(R)), R, atol=1e-9)
+    np.testing.assert_allclose(quat_to_matrix(matrix_to_quat(R)), R, atol=1e-9)
+
+
+@given(st.lists(st.floats(-50, 50), min_size=3, max_size=3), angles)
+def test_inverse_transform(t, yaw):
+    T = xyz_rpy_to_transform(t, [0.0, 0.0, yaw])
+    pts = np.array([[1.0, 2.0, 3.0], [-4.0, 0.5, 0.0]])
+    np.testing.assert_allclose(transform_points(invert_transform(T), transform_points(T, pts)), pts, atol=1e-9)
