@@ -1,0 +1,355 @@
+"""fusion_node: the lifecycle node that wires sensor topics, health and diagnostics.
+
+A thin shell (DESIGN §3, §11): it subscribes to every sensor of the rig,
+converts messages with the `ros/` converters, checks stamps and keeps
+`core.health` up to date, publishes /diagnostics, and — until the
+FusionPipeline lands — publishes an empty obstacle set and a DELETEALL marker
+array on every reference-LiDAR message so downstream tools see the output
+topics at the right rate. No algorithm lives here.
+
+Lifecycle: configure = read parameters + rig, create subscriptions and
+(inactive) publishers; activate = start publishing; deactivate/cleanup undo
+that. With `autostart` (default) `main` drives configure + activate itself, so
+no lifecycle manager is needed. A bad parameter or rig file ends the process
+with one FATAL line and a non-zero exit status; bad *messages* never do.
+
+    python -m ros_fusion.ros.fusion_node --ros-args -p rig_file:=my_rig.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.logging import get_logger
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from ..core.health import HealthMonitor, Level, SensorHealth, health_configs_from_rig
+from ..core.rig import ConfigError, Rig, SensorSpec
+from ..core.types import DEFAULT_CLASSES, Modality, Obstacles, RejectedInput
+from .diagnostics import DIAGNOSTICS_TOPIC, fusion_status, health_to_diagnostic_array
+from .params import PARAM_SPECS, FusionNodeParams, declare_params, read_params, validate_params
+from .qos import output_qos, sensor_qos
+from .ratelimit import RateLimitedLogger
+
+NODE_NAME = "fusion_node"
+#: Seconds between two log lines for the same (topic, reason).
+LOG_PERIOD_S = 5.0
+#: Fusion mode reported until the FusionPipeline is wired in (DESIGN §8 mode names).
+FUSION_MODE = "none"
+PIPELINE_MODE = f"{FUSION_MODE} — pipeline not yet integrated"
+
+
+@dataclass
+class _Stream:
+    """One subscribed topic: which sensor it feeds and how its messages become core objects."""
+
+    sensor: SensorSpec
+    topic: str
+    msg_type: type
+    decode: Callable[[Any], Any]
+    is_info: bool = False  # CameraInfo: intrinsics only, not counted as the camera's data rate
+
+
+def _decoders(max_points: int) -> dict[str, Callable[[Any], Any]]:
+    """The converters of the `ros/` layer, imported when configuring so a missing one is a clear config error."""
+    try:
+        from .image import compressed_to_image, image_msg_to_image
+        from .messages import camera_info_to_core, imu_to_sample, odometry_to_core
+        from .pointcloud import pointcloud2_to_cloud
+    except ImportError as e:  # a broken install, not user input: still one clear line
+        raise ConfigError("ros_fusion.ros", f"message converters unavailable ({e}); reinstall ros_fusion") from None
+    return {
+        "image": image_msg_to_image,
+        "compressed": compressed_to_image,
+        "camera_info": camera_info_to_core,
+        "cloud": lambda msg: pointcloud2_to_cloud(msg, max_points=max_points),
+        "imu": imu_to_sample,
+        "odometry": odometry_to_core,
+    }
+
+
+def _obstacle_encoders() -> tuple[Callable[[Obstacles], PointCloud2], Callable[..., MarkerArray]]:
+    try:
+        from .obstacles import obstacles_to_markers, obstacles_to_pointcloud2
+    except ImportError as e:
+        raise ConfigError("ros_fusion.ros", f"obstacle encoder unavailable ({e}); reinstall ros_fusion") from None
+    return obstacles_to_pointcloud2, obstacles_to_markers
+
+
+def plan_streams(rig: Rig, decoders: dict[str, Callable[[Any], Any]]) -> list[_Stream]:
+    """Topics to subscribe for a rig: image (or CompressedImage for ``.../compressed``) + CameraInfo per
+    camera, PointCloud2 per LiDAR/radar, Imu, Odometry."""
+    streams: list[_Stream] = []
+    for s in rig.sensors.values():
+        if s.modality is Modality.CAMERA:
+            if s.topic.rstrip("/").endswith("/compressed"):
+                streams.append(_Stream(s, s.topic, CompressedImage, decoders["compressed"]))
+            else:
+                streams.append(_Stream(s, s.topic, Image, decoders["image"]))
+            if s.info_topic:
+                streams.append(_Stream(s, s.info_topic, CameraInfo, decoders["camera_info"], is_info=True))
+        elif s.modality in (Modality.LIDAR, Modality.RADAR):
+            streams.append(_Stream(s, s.topic, PointCloud2, decoders["cloud"]))
+        elif s.modality is Modality.IMU:
+            streams.append(_Stream(s, s.topic, Imu, decoders["imu"]))
+        elif s.modality is Modality.ODOMETRY:
+            streams.append(_Stream(s, s.topic, Odometry, decoders["odometry"]))
+    return streams
+
+
+def describe_config_error(e: ConfigError) -> str:
+    """The one FATAL line for a bad parameter or rig file: what is wrong and where to fix it."""
+    if e.source:
+        return f"cannot configure {NODE_NAME}: rig file {e} (fix the rig file or point rig_file at another one)"
+    return f"cannot configure {NODE_NAME}: parameter {e}"
+
+
+class FusionNode(LifecycleNode):
+    """Lifecycle node `fusion_node` (see module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        declare_params(self)  # ConfigError on a bad override: main turns it into FATAL + exit
+        # Validate the initial values now so `autostart` and friends are trustworthy before configure.
+        self.initial_params: FusionNodeParams = read_params(self)
+        self.params: FusionNodeParams | None = None
+        self.rig: Rig | None = None
+        self.health = HealthMonitor()
+        self.latest: dict[str, Any] = {}  # sensor (or sensor + "/info") → last accepted core object
+        self.reference: str | None = None
+        self.obstacles_published = 0
+        self.config_error: ConfigError | None = None
+        self._streams: list[_Stream] = []
+        self._subs: list[Any] = []
+        self._pub_obstacles: Any = None
+        self._pub_markers: Any = None
+        self._pub_diag: Any = None
+        self._diag_timer: Any = None
+        self._active = False
+        self._classes = DEFAULT_CLASSES
+        self._obs_to_cloud: Callable[[Obstacles], PointCloud2] | None = None
+        self._obs_to_markers: Callable[..., MarkerArray] | None = None
+        self.rlog = RateLimitedLogger(self.get_logger(), LOG_PERIOD_S)
+        self.add_on_set_parameters_callback(self._validate_param_change)
+        self.add_post_set_parameters_callback(self._apply_param_change)
+
+    # --- lifecycle ---------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            params = read_params(self)
+            rig = params.load_rig()
+            streams = plan_streams(rig, _decoders(params.max_points))
+            obs_to_cloud, obs_to_markers = _obstacle_encoders()
+        except ConfigError as e:
+            self.config_error = e
+            self.get_logger().fatal(describe_config_error(e))
+            return TransitionCallbackReturn.FAILURE
+        self.params, self.rig, self._streams = params, rig, streams
+        self._obs_to_cloud, self._obs_to_markers = obs_to_cloud, obs_to_markers
+        self.health = HealthMonitor(
+            health_configs_from_rig(rig, params.stale_timeout_factor, params.missing_timeout_s, params.rate_window_s)
+        )
+        lidars = rig.of(Modality.LIDAR)
+        self.reference = lidars[0].name if lidars else None
+        if self.reference is None:
+            self.get_logger().warning("rig has no LiDAR: ~/obstacles is not published until the pipeline lands")
+        for st in streams:
+            self._subs.append(
+                self.create_subscription(st.msg_type, st.topic, self._callback(st), sensor_qos())
+            )
+        self._pub_obstacles = self.create_lifecycle_publisher(PointCloud2, "~/obstacles", output_qos())
+        self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/markers", output_qos())
+        self._pub_diag = self.create_lifecycle_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, output_qos())
+        self.get_logger().info(
+            f"configured: rig '{rig.name}' ({rig.source}), {len(rig.sensors)} sensors, "
+            f"{len(streams)} subscriptions, reference {self.reference}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        assert self.params is not None
+        self._active = True
+        self._diag_timer = self.create_timer(self.params.diagnostics_period_s, self.publish_diagnostics)
+        self.get_logger().info("active")
+        return super().on_activate(state)  # enables the lifecycle publishers
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._destroy_timer()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_timer(self) -> None:
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+
+    def _teardown(self) -> None:
+        self._destroy_timer()
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs.clear()
+        for name in ("_pub_obstacles", "_pub_markers", "_pub_diag"):
+            pub = getattr(self, name)
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+                setattr(self, name, None)
+        self._streams = []
+        self.params = None
+
+    # --- parameters at runtime ---------------------------------------------------
+    def _validate_param_change(self, changes: list[Parameter]) -> SetParametersResult:
+        values = {s.name: self.get_parameter(s.name).value for s in PARAM_SPECS}
+        values.update({p.name: p.value for p in changes if p.name in values})
+        try:
+            validate_params(values)
+        except ConfigError as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        return SetParametersResult(successful=True)
+
+    def _apply_param_change(self, changes: list[Parameter]) -> None:
+        if self.params is None:
+            return
+        old = self.params
+        self.params = read_params(self)
+        if self.params.diagnostics_period_s != old.diagnostics_period_s and self._diag_timer is not None:
+            self._destroy_timer()
+            self._diag_timer = self.create_timer(self.params.diagnostics_period_s, self.publish_diagnostics)
+        if self.params.max_points != old.max_points:
+            decoders = _decoders(self.params.max_points)
+            for st in self._streams:
+                if st.msg_type is PointCloud2:
+                    st.decode = decoders["cloud"]
+
+    # --- sensor callbacks ----------------------------------------------------------
+    def _callback(self, stream: _Stream) -> Callable[[Any], None]:
+        def on_message(msg: Any) -> None:
+            try:
+                self.handle_message(stream, msg)
+            except Exception:  # noqa: BLE001 - last line of defence (e.g. the logger itself failed)
+                self.health[stream.sensor.name].on_reject("internal")
+
+        return on_message
+
+    def handle_message(self, stream: _Stream, msg: Any) -> None:
+        """Convert, check the stamp, update health; never raises (a node never dies on input)."""
+        name = stream.sensor.name
+        health: SensorHealth = self.health[name]
+        prefix = "camera_info_" if stream.is_info else ""
+        try:
+            params = self.params
+            if params is None:
+                return
+            now_ns = self.get_clock().now().nanoseconds
+            obj = stream.decode(msg)
+            if stream.is_info:
+                self.latest[name + "/info"] = obj
+                return
+            reason = health.accept_stamp(obj.stamp_ns, now_ns, params.max_future_ns, params.max_age_ns)
+            if reason is not None:
+                health.on_reject(reason)
+                self.rlog.warning(
+                    (stream.topic, reason),
+                    f"{stream.topic}: rejected message (header.stamp): {reason}: stamp {obj.stamp_ns} ns, "
+                    f"clock {now_ns} ns",
+                )
+                return
+            health.on_message(obj.stamp_ns, now_ns)
+            self.latest[name] = obj
+            if name == self.reference and self._active:
+                self.publish_empty_result(obj.stamp_ns)
+        except RejectedInput as e:
+            health.on_reject(prefix + e.reason)
+            where = e.field or "message"
+            self.rlog.warning((stream.topic, e.reason), f"{stream.topic}: rejected {where}: {e.reason}: {e.detail}")
+        except Exception as e:  # noqa: BLE001 - a converter bug must not kill the node; counted and logged
+            health.on_reject(prefix + "internal")
+            self.rlog.error(
+                (stream.topic, "internal"), f"{stream.topic}: internal error {type(e).__name__}: {e} (message dropped)"
+            )
+
+    # --- outputs -------------------------------------------------------------------
+    def publish_empty_result(self, stamp_ns: int) -> None:
+        """Empty obstacles + DELETEALL markers at the reference stamp (placeholder until the pipeline lands)."""
+        assert self.params is not None and self._obs_to_cloud is not None and self._obs_to_markers is not None
+        obs = Obstacles.empty(stamp_ns, self.params.output_frame)
+        self._pub_obstacles.publish(self._obs_to_cloud(obs))
+        self._pub_markers.publish(self._obs_to_markers(obs, self._classes, mode=FUSION_MODE))  # = one DELETEALL
+        self.obstacles_published += 1
+
+    def publish_diagnostics(self) -> None:
+        try:
+            now_ns = self.get_clock().now().nanoseconds
+            snap = self.health.snapshot(now_ns)
+            fusion = fusion_status(
+                Level.WARN,
+                f"mode {PIPELINE_MODE}",
+                {
+                    "mode": PIPELINE_MODE,
+                    "bundles": 0,
+                    "reference_sensor": self.reference or "",
+                    "obstacles_published": self.obstacles_published,
+                    "usable_modalities": ",".join(sorted(snap.modalities_usable())),
+                },
+            )
+            self._pub_diag.publish(health_to_diagnostic_array(snap, now_ns, [fusion]))
+        except Exception as e:  # noqa: BLE001 - diagnostics must never take the node down
+            self.rlog.error(("/diagnostics", "internal"), f"cannot publish diagnostics: {type(e).__name__}: {e}")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point: `fusion_node` / `python -m ros_fusion.ros.fusion_node [--ros-args ...]`.
+
+    Exit status: 0 after SIGINT/SIGTERM, 1 when configure/activate fails (bad
+    rig or parameter; one FATAL line logged), 2 when a parameter override is
+    invalid before the node exists.
+    """
+    rclpy.init(args=args)  # parses --ros-args (incl. --log-level); installs SIGINT/SIGTERM handlers
+    node: FusionNode | None = None
+    executor = SingleThreadedExecutor()
+    try:
+        try:
+            node = FusionNode()
+        except ConfigError as e:
+            get_logger(NODE_NAME).fatal(describe_config_error(e))
+            return 2
+        executor.add_node(node)
+        if node.initial_params.autostart:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                return 1  # the FATAL line is already logged by on_configure
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal(f"cannot activate {NODE_NAME}")
+                return 1
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""fusion_node in-process: lifecycle, stream planning, and callbacks that count instead of crashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
+
+from ros_fusion.core.health import SensorState  # noqa: E402
+from ros_fusion.core.rig import load_rig  # noqa: E402
+from ros_fusion.paths import default_rig_path  # noqa: E402
+from ros_fusion.ros.diagnostics import health_to_diagnostic_array, parse_diagnostic_array  # noqa: E402
+from ros_fusion.ros.fusion_node import FusionNode, _decoders, plan_streams  # noqa: E402
+from ros_fusion.ros.pointcloud import make_pointcloud2  # noqa: E402
+
+
+@pytest.fixture
+def node():
+    ctx = rclpy.Context()
+    rclpy.init(args=["--ros-args", "-p", "max_points:=1000"], context=ctx, domain_id=53)
+    n = FusionNode(context=ctx)
+    assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    yield n
+    n.destroy_node()
+    ctx.try_shutdown()
+
+
+def _cloud(stamp_ns: int, n: int = 100) -> PointCloud2:
+    pts = np.zeros(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
+    pts["x"] = np.arange(n)
+    return make_pointcloud2(stamp_ns, "lidar_top", pts)
+
+
+def _lidar_stream(node: FusionNode):
+    return next(s for s in node._streams if s.sensor.name == "lidar_top")
+
+
+def test_streams_cover_the_rig(node: FusionNode) -> None:
+    topics = {s.topic: s.msg_type for s in node._streams}
+    rig = load_rig(default_rig_path())
+    for spec in rig.sensors.values():
+        assert spec.topic in topics
+    assert topics["/sensors/camera_front/image_raw"] is Image
+    assert "/sensors/camera_front/camera_info" in topics
+    assert topics["/sensors/lidar_top/points"] is PointCloud2
+    assert node.reference == "lidar_top"
+    subscribed = {name for name, _ in node.get_topic_names_and_types()} | set(topics)
+    assert "/sensors/imu" in subscribed
+
+
+def test_compressed_topic_gets_compressed_image(tmp_path: Path) -> None:
+    d = yaml.safe_load(default_rig_path().read_text())
+    d["sensors"]["camera_front"]["topic"] = "/sensors/camera_front/image_raw/compressed"
+    path = tmp_path / "rig.yaml"
+    path.write_text(yaml.safe_dump(d))
+    streams = plan_streams(load_rig(path), _decoders(10))
+    cam = [s for s in streams if s.sensor.name == "camera_front" and not s.is_info]
+    assert [s.msg_type for s in cam] == [CompressedImage]
+
+
+def test_callbacks_count_rejects_and_never_raise(node: FusionNode) -> None:
+    st = _lidar_stream(node)
+    now = node.get_clock().now().nanoseconds
+    node.handle_message(st, _cloud(now - 50_000_000))
+    node.handle_message(st, _cloud(now - 50_000_000))  # duplicate stamp
+    node.handle_message(st, _cloud(0))  # unset stamp
+    node.handle_message(st, _cloud(now + 3_600_000_000_000))  # an hour ahead
+    node.handle_message(st, _cloud(now, n=5000))  # > max_points=1000
+    bad = _cloud(now)
+    bad.data = bytes(bad.data)[:10]
+    node.handle_message(st, bad)  # truncated
+    # A converter bug (not a RejectedInput) is counted as `internal`, not raised.
+    st_broken = type(st)(st.sensor, st.topic, st.msg_type, lambda msg: 1 / 0)
+    node.handle_message(st_broken, _cloud(now))
+    node.handle_message(st, _cloud(now - 10_000_000))  # still works afterwards
+    h = node.health["lidar_top"]
+    assert h.received == 2
+    assert dict(h.rejected) == {
+        "stamp_duplicate": 1, "stamp_zero": 1, "stamp_future": 1, "too_large": 1, "truncated": 1, "internal": 1,
+    }
+    assert isinstance(node.latest["lidar_top"].points, np.ndarray)
+
+
+def test_activate_publishes_and_diagnostics_roundtrip(node: FusionNode) -> None:
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    st = _lidar_stream(node)
+    now = node.get_clock().now().nanoseconds
+    node.handle_message(st, _cloud(now - 1_000_000))
+    assert node.obstacles_published == 1
+    snap = node.health.snapshot(node.get_clock().now().nanoseconds)
+    assert snap.sensors["lidar_top"].state is SensorState.OK
+    assert snap.sensors["imu"].state is SensorState.MISSING
+    parsed = parse_diagnostic_array(health_to_diagnostic_array(snap, now))
+    assert parsed["ros_fusion/lidar_top"]["values"]["received"] == 1
+    assert parsed["ros_fusion/imu"]["level"] == 2
+    assert parsed["ros_fusion/imu"]["message"] == "MISSING: never received"
+    assert isinstance(health_to_diagnostic_array(snap, now), DiagnosticArray)
+    node.publish_diagnostics()  # must not raise while active
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    node.handle_message(st, _cloud(now))
+    assert node.obstacles_published == 1  # inactive: no outputs
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node._subs == [] and node.params is None
