@@ -89,6 +89,22 @@ def test_callbacks_count_rejects_and_never_raise(node: FusionNode) -> None:
     assert isinstance(node.latest["lidar_top"].points, np.ndarray)
 
 
+def test_nonfinite_points_are_dropped_and_counted(node: FusionNode) -> None:
+    st = _lidar_stream(node)
+    now = node.get_clock().now().nanoseconds
+    msg = _cloud(now - 20_000_000, n=10)
+    pts = np.frombuffer(bytes(msg.data), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4")]).copy()
+    pts["y"][[1, 4, 7]] = [np.nan, np.inf, -np.inf]
+    msg = make_pointcloud2(now - 20_000_000, "lidar_top", pts)
+    node.handle_message(st, msg)
+    h = node.health["lidar_top"]
+    assert h.received == 1
+    assert len(node.latest["lidar_top"]) == 7
+    assert dict(h.points_dropped) == {"nonfinite": 3}
+    diag = parse_diagnostic_array(health_to_diagnostic_array(node.health.snapshot(now), now))
+    assert diag["ros_fusion/lidar_top"]["values"]["points_dropped.nonfinite"] == 3
+
+
 def test_activate_publishes_and_diagnostics_roundtrip(node: FusionNode) -> None:
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     st = _lidar_stream(node)

@@ -135,6 +135,7 @@ class SensorSnapshot:
     received: int
     rejected: dict[str, int]
     dropped: dict[str, int]
+    points_dropped: dict[str, int]
     last_stamp_ns: int | None
     last_recv_ns: int | None
     silent_s: float | None
@@ -169,6 +170,9 @@ class SensorHealth:
         self.received = 0
         self.rejected: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
+        # Points removed from otherwise accepted clouds (e.g. NaN/Inf xyz): counted
+        # apart from whole dropped messages so neither number hides the other.
+        self.points_dropped: Counter[str] = Counter()
         self.last_stamp_ns: int | None = None
         self.last_recv_ns: int | None = None
         self.last_digest: bytes | None = None
@@ -191,6 +195,10 @@ class SensorHealth:
 
     def on_drop(self, reason: str) -> None:
         self.dropped[reason] += 1
+
+    def on_points_dropped(self, reason: str, n: int) -> None:
+        if n > 0:
+            self.points_dropped[reason] += int(n)
 
     def accept_stamp(self, stamp_ns: int, now_ns: int, max_future_ns: int, max_age_ns: int) -> str | None:
         """`check_stamp` against this stream's last stamp, with a reset on a clock jump.
@@ -276,6 +284,7 @@ class SensorHealth:
             received=self.received,
             rejected=dict(self.rejected),
             dropped=dict(self.dropped),
+            points_dropped=dict(self.points_dropped),
             last_stamp_ns=self.last_stamp_ns,
             last_recv_ns=self.last_recv_ns,
             silent_s=silent_s,

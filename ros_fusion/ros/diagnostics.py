@@ -52,6 +52,7 @@ def sensor_status(snap: SensorSnapshot) -> DiagnosticStatus:
     values += [_kv(f"rejected.{r}", n) for r, n in sorted(snap.rejected.items())]
     values.append(_kv("dropped", snap.dropped_total))
     values += [_kv(f"dropped.{r}", n) for r, n in sorted(snap.dropped.items())]
+    values += [_kv(f"points_dropped.{r}", n) for r, n in sorted(snap.points_dropped.items())]
     values.append(_kv("stamp_resets", snap.stamp_resets))
     if snap.silent_s is not None:
         values.append(_kv("silent_s", snap.silent_s))

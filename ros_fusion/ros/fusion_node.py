@@ -40,6 +40,7 @@ from ..core.rig import ConfigError, Rig, SensorSpec
 from ..core.types import DEFAULT_CLASSES, Modality, Obstacles, RejectedInput
 from .diagnostics import DIAGNOSTICS_TOPIC, fusion_status, health_to_diagnostic_array
 from .params import PARAM_SPECS, FusionNodeParams, declare_params, read_params, validate_params
+from .pointcloud import DecodedCloud
 from .qos import output_qos, sensor_qos
 from .ratelimit import RateLimitedLogger
 
@@ -67,14 +68,14 @@ def _decoders(max_points: int) -> dict[str, Callable[[Any], Any]]:
     try:
         from .image import compressed_to_image, image_msg_to_image
         from .messages import camera_info_to_core, imu_to_sample, odometry_to_core
-        from .pointcloud import pointcloud2_to_cloud
+        from .pointcloud import decode_pointcloud2
     except ImportError as e:  # a broken install, not user input: still one clear line
         raise ConfigError("ros_fusion.ros", f"message converters unavailable ({e}); reinstall ros_fusion") from None
     return {
         "image": image_msg_to_image,
         "compressed": compressed_to_image,
         "camera_info": camera_info_to_core,
-        "cloud": lambda msg: pointcloud2_to_cloud(msg, max_points=max_points),
+        "cloud": lambda msg: decode_pointcloud2(msg, max_points=max_points),
         "imu": imu_to_sample,
         "odometry": odometry_to_core,
     }
@@ -262,6 +263,9 @@ class FusionNode(LifecycleNode):
                 return
             now_ns = self.get_clock().now().nanoseconds
             obj = stream.decode(msg)
+            if isinstance(obj, DecodedCloud):  # NaN/Inf points were removed: count them
+                health.on_points_dropped("nonfinite", obj.n_nonfinite)
+                obj = obj.cloud
             if stream.is_info:
                 self.latest[name + "/info"] = obj
                 return
