@@ -65,7 +65,6 @@ def _simulate(args: argparse.Namespace, out: Path, rig_path: Path, console) -> N
 
     rig = load_rig(rig_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
     with Progress(
         TextColumn("simulating [bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
@@ -73,10 +72,9 @@ def _simulate(args: argparse.Namespace, out: Path, rig_path: Path, console) -> N
         task = progress.add_task(f"{args.scenario} seed {args.seed} {args.duration:g} s", total=1.0)
         events = simulate_drive(rig, args.scenario, args.seed, args.duration,
                                 progress=lambda f: progress.update(task, completed=f))
-        write_drive(events, tmp, rig, metadata={"scenario": args.scenario, "seed": str(args.seed),
+        write_drive(events, out, rig, overwrite=True, metadata={"scenario": args.scenario, "seed": str(args.seed),
                                                 "duration_s": f"{args.duration:g}"})
         progress.update(task, completed=1.0)
-    os.replace(tmp, out)
 
 
 def _status_line(latest: dict[str, dict[str, Any]], elapsed: float, total: float) -> str:
