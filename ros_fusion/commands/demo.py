@@ -120,7 +120,7 @@ def _report(latest: dict[str, dict[str, Any]], peak_rate: dict[str, float], rig,
     return 0
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: C901 - a linear script, clearer in one piece
+def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..core.rig import ConfigError, load_rig
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - a linear script, clear
 
     log_dir = Path(args.cache_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    node_log = open(log_dir / "demo_nodes.log", "w")  # noqa: SIM115 - closed in finally
+    node_log = open(log_dir / "demo_nodes.log", "w")
 
     def node_line(line: str) -> None:
         node_log.write(line + "\n")

@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config-file", default="", help="node configuration YAML (default: config/fusion.yaml)")
     p.add_argument("--rig-file", default="", help="sensor rig YAML (default: config/rig_default.yaml)")
     p.add_argument("--use-sim-time", action="store_true", help="nodes follow /clock (replay with --clock)")
-    p.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference backend (default: %(default)s)")
+    p.add_argument(
+        "--backend", default="onnxruntime", choices=BACKENDS, help="inference backend (default: %(default)s)"
+    )
     p.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="ROS log level (default: %(default)s)")
     p.add_argument(
         "--discovery-range",
