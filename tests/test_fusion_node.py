@@ -48,7 +48,7 @@ def test_streams_cover_the_rig(node: FusionNode) -> None:
     rig = load_rig(default_rig_path())
     for spec in rig.sensors.values():
         assert spec.topic in topics
-    assert topics["/sensors/camera_front/image_raw"] is Image
+    assert topics["/sensors/camera_front/image_raw/compressed"] is CompressedImage
     assert "/sensors/camera_front/camera_info" in topics
     assert topics["/sensors/lidar_top/points"] is PointCloud2
     assert node.reference == "lidar_top"
@@ -56,14 +56,14 @@ def test_streams_cover_the_rig(node: FusionNode) -> None:
     assert "/sensors/imu" in subscribed
 
 
-def test_compressed_topic_gets_compressed_image(tmp_path: Path) -> None:
+def test_raw_topic_gets_raw_image(tmp_path: Path) -> None:
     d = yaml.safe_load(default_rig_path().read_text())
-    d["sensors"]["camera_front"]["topic"] = "/sensors/camera_front/image_raw/compressed"
+    d["sensors"]["camera_front"]["topic"] = "/sensors/camera_front/image_raw"
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(d))
     streams = plan_streams(load_rig(path), _decoders(10))
     cam = [s for s in streams if s.sensor.name == "camera_front" and not s.is_info]
-    assert [s.msg_type for s in cam] == [CompressedImage]
+    assert [s.msg_type for s in cam] == [Image]
 
 
 def test_callbacks_count_rejects_and_never_raise(node: FusionNode) -> None:

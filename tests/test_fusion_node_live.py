@@ -41,7 +41,7 @@ PUBLISHER = textwrap.dedent(
     import numpy as np
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import Image, Imu, PointCloud2
+    from sensor_msgs.msg import CompressedImage, Imu, PointCloud2
     from ros_fusion.ros.pointcloud import make_pointcloud2
     from ros_fusion.ros.qos import sensor_qos
     from ros_fusion.ros.stamps import header
@@ -53,7 +53,7 @@ PUBLISHER = textwrap.dedent(
     pubs = {
         "lidar": node.create_publisher(PointCloud2, "/sensors/lidar_top/points", sensor_qos()),
         "radar": node.create_publisher(PointCloud2, "/sensors/radar_front/points", sensor_qos()),
-        "camera": node.create_publisher(Image, "/sensors/camera_front/image_raw", sensor_qos()),
+        "camera": node.create_publisher(CompressedImage, "/sensors/camera_front/image_raw/compressed", sensor_qos()),
         "imu": node.create_publisher(Imu, "/sensors/imu", sensor_qos()),
     }
     lidar_pts = np.zeros(4000, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
@@ -61,7 +61,8 @@ PUBLISHER = textwrap.dedent(
         lidar_pts[k] = rng.uniform(-30, 30, len(lidar_pts))
     radar_pts = np.zeros(64, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("v_r", "<f4"), ("rcs", "<f4")])
     radar_pts["x"] = rng.uniform(1, 80, 64)
-    pixels = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8).tobytes()
+    import cv2
+    jpeg = cv2.imencode(".jpg", rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))[1].tobytes()
     start = time.monotonic()
     truncated_left = int(sys.argv[1])
 
@@ -80,9 +81,8 @@ PUBLISHER = textwrap.dedent(
         pubs["radar"].publish(make_pointcloud2(now_ns(), "radar_front", radar_pts))
 
     def camera():
-        msg = Image(header=header(now_ns(), "camera_front_optical"), height=120, width=160,
-                    encoding="rgb8", step=480)
-        msg.data = pixels
+        msg = CompressedImage(header=header(now_ns(), "camera_front_optical"), format="jpeg")
+        msg.data = jpeg
         pubs["camera"].publish(msg)
 
     def imu():

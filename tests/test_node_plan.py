@@ -155,9 +155,8 @@ def _load_launch_file():
 @pytest.mark.parametrize("overrides", [{}, {"use_sim_time": "true", "backend": "torch", "log_level": "warn"}])
 def test_launch_file_builds_the_node_plan(monkeypatch, overrides):
     try:
-        import launch_ros  # noqa: F401
-
         import launch  # noqa: F401
+        import launch_ros  # noqa: F401
 
         real = True
     except ImportError:

@@ -47,8 +47,9 @@ def test_same_seed_bit_identical_different_seed_differs(rig, urban):
     lid_a = [e.payload.points.tobytes() for e in urban if e.topic == "/sensors/lidar_top/points"]
     lid_b = [e.payload.points.tobytes() for e in other if e.topic == "/sensors/lidar_top/points"]
     assert lid_a[0] != lid_b[0]
-    img_a = next(e.payload.data for e in urban if e.topic.endswith("image_raw"))
-    img_b = next(e.payload.data for e in other if e.topic.endswith("image_raw"))
+    cam_topic = rig.sensors["camera_front"].topic
+    img_a = next(e.payload.data for e in urban if e.topic == cam_topic)
+    img_b = next(e.payload.data for e in other if e.topic == cam_topic)
     assert not np.array_equal(img_a, img_b)
 
 
