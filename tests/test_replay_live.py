@@ -163,3 +163,52 @@ def test_replay_bag_in_process_start_topics_and_loops(tmp_path: Path, ros_env: d
     assert stats.loops == 2
     assert stats.wall_s == pytest.approx(2 * 0.49 / 4.0, abs=0.15)
     assert 0 <= stats.lateness_p50_ms <= stats.lateness_p99_ms <= stats.lateness_max_ms < 50
+
+
+def test_stamp_now_shifts_stamps_but_keeps_recorded_latency(tmp_path: Path, ros_env: dict[str, str]) -> None:
+    """--stamp-now moves the epoch only: stamp spacing is exact and receive − stamp ≈ the recorded latency."""
+    import threading
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Imu
+
+    from ros_fusion.ros.replay import replay_bag
+    from ros_fusion.ros.stamps import stamp_to_ns
+
+    bag = tmp_path / "live.mcap"
+    written = make_bag(bag)
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("stamp_now_sink", context=ctx)
+    got: list[tuple[int, int]] = []
+    node.create_subscription(
+        Imu, "/imu", lambda m: got.append((time.time_ns(), stamp_to_ns(m.header.stamp))),
+        QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    result = {}
+    th = threading.Thread(
+        target=lambda: result.update(stats=replay_bag(bag, topics=["/imu"], stamp_now=True, wait_subscribers_s=10))
+    )
+    th.start()
+    try:
+        deadline = time.monotonic() + 20
+        while (th.is_alive() or len(got) < 100) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.005)
+    finally:
+        th.join(timeout=10)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert len(got) == len(written["/imu"]) == 100
+    stamps = np.array([s for _, s in got], dtype=np.int64)
+    recv = np.array([r for r, _ in got], dtype=np.int64)
+    orig = np.array([10_000_000 * i for i in range(100)], dtype=np.int64)
+    assert np.all(np.abs((stamps - stamps[0]) - orig) <= 1)  # spacing preserved to the ns
+    age_ms = (recv - stamps) / 1e6
+    assert abs(stamps[0] - time.time_ns()) < 30 * 10**9  # on the wall clock now, not 2023
+    assert 2.0 <= np.median(age_ms) < 12.0, age_ms  # recorded latency is 2 ms, plus transport

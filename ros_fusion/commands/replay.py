@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--stamp-now",
         action="store_true",
-        help="rewrite header.stamp to the current time (for nodes that reject old stamps)",
+        help="shift every header.stamp onto the wall clock, keeping each message's recorded latency "
+        "(for nodes that reject old stamps without use_sim_time)",
     )
     p.add_argument(
         "--wait-subscribers",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.rig import ConfigError, load_rig
     from ..core.types import RejectedInput
     from ..paths import default_rig_path
-    from ..sim.drive import list_scenarios, parse_fault, simulate_drive
+    from ..sim.drive import list_scenarios, parse_fault
 
     scenarios = list_scenarios()
     if args.list_scenarios:
@@ -104,15 +103,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         return fail("simulate", f"bad --fault: {e}")
 
-    metadata = {
-        "scenario": args.scenario,
-        "seed": str(args.seed),
-        "duration_s": repr(float(args.duration)),
-        "faults": " ".join(args.fault),
-        "rig_name": rig.name,
-    }
     try:
-        stats = _simulate(args, rig, faults, metadata, simulate_drive)
+        stats = simulate_to_bag(rig, args.scenario, args.seed, float(args.duration), args.output, faults=faults,
+                                overwrite=args.force, show_progress=not args.quiet)
     except KeyboardInterrupt:
         return fail("simulate", f"interrupted; nothing written to {out}", EXIT_INTERRUPTED)
     except (BagError, ConfigError, RejectedInput) as e:
@@ -126,15 +119,37 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _simulate(
-    args: argparse.Namespace, rig: Rig, faults: list[Any], metadata: dict[str, str], simulate_drive: Callable[..., Any]
+def simulate_to_bag(
+    rig: Rig,
+    scenario: str,
+    seed: int,
+    duration_s: float,
+    output: str | Path,
+    *,
+    faults: list[Any] | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
 ) -> WriteStats:
+    """Simulate a drive straight into a bag (used by `simulate` and `demo`).
+
+    The bag's metadata records scenario, seed, duration and *every* injected
+    fault (asked-for plus the scenario's schedule), so evaluation knows what
+    happened when.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..ros.bag_io import write_drive
+    from ..sim.drive import effective_faults, simulate_drive
 
-    duration = float(args.duration)
-    events = simulate_drive(rig, args.scenario, args.seed, duration, faults=faults or None)
+    duration = float(duration_s)
+    metadata = {
+        "scenario": scenario,
+        "seed": str(seed),
+        "duration_s": repr(duration),
+        "faults": " ".join(str(f) for f in effective_faults(rig, scenario, duration, faults)),
+        "rig_name": rig.name,
+    }
+    events = simulate_drive(rig, scenario, seed, duration, faults=faults or None)
     progress = Progress(
         TextColumn("[bold]simulate[/] {task.description}"),
         BarColumn(),
@@ -142,12 +157,12 @@ def _simulate(
         TextColumn("{task.fields[messages]} msgs"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        disable=args.quiet or not sys.stdout.isatty(),
+        disable=not show_progress or not sys.stdout.isatty(),
     )
     first: list[int] = []
 
     with progress:
-        task = progress.add_task(args.scenario, total=duration, messages=0)
+        task = progress.add_task(scenario, total=duration, messages=0)
 
         def on_event(n: int, ev: SensorEvent) -> None:
             if not first:
@@ -156,6 +171,6 @@ def _simulate(
                 done = min(duration, (ev.publish_ns - first[0]) / 1e9)
                 progress.update(task, completed=done, messages=n)
 
-        stats = write_drive(events, args.output, rig, metadata=metadata, progress=on_event, overwrite=args.force)
+        stats = write_drive(events, output, rig, metadata=metadata, progress=on_event, overwrite=overwrite)
         progress.update(task, completed=duration, messages=stats.messages)
     return stats

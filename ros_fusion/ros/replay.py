@@ -125,6 +125,8 @@ class BagReplayer(Node):
         self.clock_period_ns = int(NS_PER_S / clock_hz)
         self.stamp_now = stamp_now
         self.stats = ReplayStats()
+        self._stamp_bag0: int | None = None  # bag log time mapped to `_wall_epoch0` (stamp_now)
+        self._wall_epoch0 = 0
         self._lateness: deque[int] = deque(maxlen=_LATENESS_WINDOW)
         self._pubs: dict[str, Publisher] = {}
         self._headed: set[str] = set()
@@ -164,10 +166,22 @@ class BagReplayer(Node):
             self._clock_pub.publish(Clock(clock=ns_to_stamp(bag_ns)))
 
     def _restamp(self, data: bytes) -> bytes:
-        """Replace header.stamp (CDR offset 4) with the current wall time, keeping everything else."""
-        if len(data) < 12 or not data[1] & 1:
+        """Move header.stamp (CDR offset 4) onto the wall clock, keeping everything else.
+
+        Every stamp is shifted by the same mapping as the publish times (bag time
+        `bag0` ↔ wall time `_wall_epoch0`, scaled by `rate`), so the gap between a
+        message's stamp and its publication — the sensor latency the bag
+        recorded — and the offsets between sensors are preserved; only the epoch
+        changes. Ground truth is shifted the same way and stays aligned.
+        """
+        if len(data) < 12 or not data[1] & 1 or self._stamp_bag0 is None:
             return data
-        sec, nsec = divmod(time.time_ns(), NS_PER_S)
+        sec, nsec = _STAMP.unpack_from(data, 4)
+        stamp = sec * NS_PER_S + nsec
+        if stamp <= 0:  # an unset stamp stays unset: the receiver must see it as such
+            return data
+        shifted = self._wall_epoch0 + int((stamp - self._stamp_bag0) / self.rate)
+        sec, nsec = divmod(max(shifted, 0), NS_PER_S)
         return data[:4] + _STAMP.pack(sec, nsec) + data[12:]
 
     def _sleep_until(self, target_ns: int, wall0: int, bag0: int) -> None:
@@ -225,6 +239,7 @@ class BagReplayer(Node):
                 return
             if bag0 is None:
                 bag0 = t
+                self._stamp_bag0, self._wall_epoch0 = t, time.time_ns() + (wall0 - time.perf_counter_ns())
             target = wall0 + int((t - bag0) / self.rate)
             self._sleep_until(target, wall0, bag0)
             self._publish_clock(t)

@@ -44,6 +44,23 @@ class _Capture:
     sensor: SensorSpec
 
 
+def effective_faults(
+    rig: Rig, scenario: str, duration_s: float, faults: list[FaultSpec] | None = None
+) -> list[FaultSpec]:
+    """All faults a drive will contain: the ones asked for plus the scenario's scripted schedule.
+
+    Bags record this list (metadata ``faults``) so evaluation knows what was injected and when.
+    """
+    out = list(faults or [])
+    if get_scenario(scenario).scripted_faults:
+        first = {m: (rig.of(m)[0].name if rig.of(m) else None) for m in ("camera", "lidar", "radar")}
+        out += scripted_faults(float(duration_s), first["camera"], first["lidar"], first["radar"])
+    for f in out:
+        if f.sensor not in rig.sensors:
+            raise ValueError(f"fault {f}: no sensor {f.sensor!r} in rig {rig.name} (one of {sorted(rig.sensors)})")
+    return out
+
+
 class DriveSimulator:
     """Holds the world and per-sensor state; `events()` yields the drive.
 
@@ -65,14 +82,7 @@ class DriveSimulator:
         self.duration_s = float(duration_s)
         self.world = World(self.scenario, self.seed, self.duration_s)
         self.names = sorted(rig.sensors)
-        faults = list(faults or [])
-        if self.scenario.scripted_faults:
-            first = {m: (rig.of(m)[0].name if rig.of(m) else None) for m in ("camera", "lidar", "radar")}
-            faults += scripted_faults(self.duration_s, first["camera"], first["lidar"], first["radar"])
-        for f in faults:
-            if f.sensor not in rig.sensors:
-                raise ValueError(f"fault {f}: no sensor {f.sensor!r} in rig {rig.name} (one of {self.names})")
-        self.faults = faults
+        self.faults = effective_faults(rig, scenario, self.duration_s, faults)
         lidars = rig.of(Modality.LIDAR)
         self.gt_sensor = lidars[0].name if lidars else None
         self._imu: dict[str, ImuModel] = {}
