@@ -42,10 +42,12 @@ lint: venv
 	$(VENV_ABS)/bin/ruff check .
 
 test: venv lint
-	$(RUNENV) $(PY) -m pytest -q -p no:cacheprovider $(ARGS)
+	$(RUNENV) $(PY) -m pytest -q $(ARGS)
+	@# benchmarks run once each (no timing) so they cannot rot; `make bench` times them
+	$(RUNENV) $(PY) -m pytest -q benchmarks --benchmark-disable
 
 bench: venv
-	$(RUNENV) $(PY) -m pytest -q -p no:cacheprovider benchmarks --benchmark-only $(ARGS)
+	$(RUNENV) $(PY) -m pytest -q benchmarks --benchmark-only $(ARGS)
 
 colcon: venv
 	$(RUNENV) $(VENV_ABS)/bin/colcon build --base-paths . --build-base build --install-base install

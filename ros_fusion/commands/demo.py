@@ -197,7 +197,7 @@ def _report(latest: dict[str, dict[str, Any]], timelines: dict[str, SensorTimeli
         )
     console.print(table)
     console.print("Hz seen: median of the node's rate estimate while the sensor was OK; age: receive time − "
-                  "header.stamp (last diagnostics window); states: the node's OK/STALE/MISSING over replay time.")
+                  "header.stamp (last diagnostics window); states: the node's OK/STALE/MISSING over drive time (s).")
     fusion = latest.get("ros_fusion/fusion")
     if fusion:
         console.print(f"fusion: {fusion['message']}")
@@ -241,10 +241,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print(f"reusing {bag} (--fresh to regenerate)")
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    from ..ros.diagnostics import DiagnosticsListener
+    from ..ros.monitor import RunMonitor
 
     log_dir = Path(args.cache_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -257,23 +254,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(line, markup=False, highlight=False)
 
     sup = Supervisor(specs, write=node_line)
-    rclpy.init()
-    node = rclpy.create_node("ros_fusion_demo")
-    listener = DiagnosticsListener(node)
-    # The demo also listens to ground truth and the rig description, so that every
-    # replayed topic has a subscriber and the replay can wait for all of them to be
-    # matched before it starts (messages published before DDS discovery completes are lost).
-    from sensor_msgs.msg import PointCloud2
-    from std_msgs.msg import String
-
-    from ..ros.qos import latched_qos, output_qos
-    from ..sim.events import GROUND_TRUTH_TOPIC, RIG_TOPIC
-
     clock = DriveClock.from_bag(bag, args.rate)
-    node.create_subscription(PointCloud2, GROUND_TRUTH_TOPIC, clock.on_ground_truth, output_qos(), raw=True)
-    node.create_subscription(String, RIG_TOPIC, lambda _m: None, latched_qos())
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    monitor = RunMonitor("ros_fusion_demo", on_ground_truth=clock.on_ground_truth)
     replay = None
     rc = 0
     timelines: dict[str, SensorTimeline] = {}
@@ -282,12 +264,12 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"starting node graph: {', '.join(s.name for s in specs)} (logs: {node_log.name})")
         sup.start()
         deadline = time.monotonic() + args.startup_timeout
-        while not listener.latest and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
+        while not monitor.latest and time.monotonic() < deadline:
+            monitor.spin_once(0.1)
             if any(rc is not None for rc in sup.returncodes.values()):
                 console.print("[red]a node exited during start-up; see the log above[/red]")
                 return 1
-        if not listener.latest:
+        if not monitor.latest:
             console.print(f"[red]no /diagnostics from fusion_node within {args.startup_timeout:g} s[/red]")
             return 1
         console.print("fusion_node is up; replaying the drive in real time")
@@ -297,11 +279,11 @@ def run(args: argparse.Namespace) -> int:
         total = args.duration
         with console.status("") as status:
             while replay.poll() is None:
-                executor.spin_once(timeout_sec=0.1)
-                latest = listener.latest
+                monitor.spin_once(0.1)
+                latest = monitor.latest
                 t = clock.drive_time_s(time.time_ns())
-                if listener.arrays_received != seen_arrays and t is not None and t <= args.duration:
-                    seen_arrays = listener.arrays_received
+                if monitor.arrays_received != seen_arrays and t is not None and t <= args.duration:
+                    seen_arrays = monitor.arrays_received
                     for name, st in latest.items():
                         if not name.endswith("/fusion"):
                             v = st["values"]
@@ -317,8 +299,8 @@ def run(args: argparse.Namespace) -> int:
         # One more diagnostics period so the last messages are counted.
         end = time.monotonic() + 1.5
         while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.1)
-        rc = max(rc, _report(listener.latest, timelines, rig, console))
+            monitor.spin_once(0.1)
+        rc = max(rc, _report(monitor.latest, timelines, rig, console))
         console.print(f"ground truth frames received: {clock.frames} of {clock.frames_in_bag}")
         _fault_report(clock.faults, timelines, console)
         if any(r not in (None, 0) for r in sup.returncodes.values()):
@@ -328,7 +310,6 @@ def run(args: argparse.Namespace) -> int:
         if replay is not None and replay.poll() is None:
             replay.terminate()
         sup.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        monitor.close()
         node_log.close()
     return rc

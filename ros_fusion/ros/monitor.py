@@ -1,0 +1,61 @@
+"""A small observer node for runs driven from the command line (demo, later live evaluation).
+
+It listens to what the node graph reports (`/diagnostics`) and to what the
+replay feeds alongside the sensors (ground truth, the rig description), so that
+every replayed topic has a subscriber — the replay can then wait for discovery
+before publishing and nothing is lost at the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import String
+
+from ..sim.events import GROUND_TRUTH_TOPIC, RIG_TOPIC
+from .diagnostics import DiagnosticsListener
+from .qos import latched_qos, output_qos
+
+
+class RunMonitor:
+    """Owns an rclpy context + node; call `spin_once` from the caller's loop, `close` at the end."""
+
+    def __init__(self, node_name: str = "ros_fusion_monitor",
+                 on_ground_truth: Callable[[bytes], None] | None = None) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(node_name, context=self.context)
+        self.diagnostics = DiagnosticsListener(self.node)
+        self.rig_yaml: str | None = None
+        self._on_gt = on_ground_truth
+        self.node.create_subscription(PointCloud2, GROUND_TRUTH_TOPIC, self._gt, output_qos(), raw=True)
+        self.node.create_subscription(String, RIG_TOPIC, self._rig, latched_qos())
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def _gt(self, data: bytes) -> None:
+        if self._on_gt is not None:
+            self._on_gt(data)
+
+    def _rig(self, msg: Any) -> None:
+        self.rig_yaml = msg.data
+
+    def spin_once(self, timeout_s: float = 0.1) -> None:
+        self.executor.spin_once(timeout_sec=timeout_s)
+
+    @property
+    def latest(self) -> dict[str, dict[str, Any]]:
+        return self.diagnostics.latest
+
+    @property
+    def arrays_received(self) -> int:
+        return self.diagnostics.arrays_received
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
