@@ -218,15 +218,19 @@ def rig_from_dict(d: Any, source: str = "") -> Rig:
     )
 
 
-def load_rig(path: str | Path) -> Rig:
+def load_yaml_file(path: str | Path, key: str) -> Any:
+    """Parse a YAML config file; a missing file or bad YAML is a ConfigError naming `key` or the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError("rig_file", f"no such file: {p}")
+        raise ConfigError(key, f"no such file: {p}")
     try:
-        d = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError("<yaml>", f"not valid YAML: {e}", str(p)) from None
-    return rig_from_dict(d, str(p))
+
+
+def load_rig(path: str | Path) -> Rig:
+    return rig_from_dict(load_yaml_file(path, "rig_file"), str(path))
 
 
 def rig_from_yaml(text: str, source: str = "<string>") -> Rig:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..core.rig import ConfigError, load_rig
+from ..core.rig import ConfigError, load_rig, load_yaml_file
 from ..paths import default_config_path, default_rig_path, fastdds_profile_path
 
 PACKAGE = "ros_fusion"
@@ -116,12 +116,7 @@ def dds_environment(args: LaunchArgs, base_env: Mapping[str, str] | None = None)
 
 def load_node_config(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError("config_file", f"no such file: {p}")
-    try:
-        d = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError("<yaml>", f"not valid YAML: {e}", str(p)) from None
+    d = load_yaml_file(p, "config_file")
     if not isinstance(d, dict) or not isinstance(d.get("nodes"), dict) or not d["nodes"]:
         raise ConfigError("nodes", "missing or empty: the config must list nodes to start", str(p))
     return d
