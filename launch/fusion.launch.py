@@ -32,7 +32,7 @@ def _nodes_from_plan(context, *args, **kwargs):
                 namespace=spec.namespace,
                 parameters=[spec.parameters],
                 remappings=list(spec.remappings),
-                arguments=["--ros-args", "--log-level", spec.log_level],
+                ros_arguments=["--log-level", spec.log_level],
                 additional_env=dict(spec.environment),
                 output="screen",
                 emulate_tty=True,

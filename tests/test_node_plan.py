@@ -187,6 +187,6 @@ def test_launch_file_builds_the_node_plan(monkeypatch, overrides):
         assert node["parameters"] == [spec.parameters]
         assert node["remappings"] == list(spec.remappings)
         assert node["additional_env"] == spec.environment
-        assert node["arguments"] == ["--ros-args", "--log-level", spec.log_level]
+        assert node["ros_arguments"] == ["--log-level", spec.log_level]
     assert env == plan[0].environment
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("fastdds.xml")
