@@ -6,11 +6,12 @@ VENV ?= .venv
 VENV_ABS := $(abspath $(VENV))
 PY := $(VENV_ABS)/bin/python
 STAMP := $(VENV_ABS)/.ros_fusion-installed
+TRAIN_STAMP := $(VENV_ABS)/.ros_fusion-train-installed
 # DDS stays on this machine; ament_index finds the package in the venv.
 RUNENV := AMENT_PREFIX_PATH=$(VENV_ABS) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
           FASTDDS_DEFAULT_PROFILES_FILE=$${FASTDDS_DEFAULT_PROFILES_FILE:-$(CURDIR)/config/fastdds.xml}
 
-.PHONY: help venv system-deps demo test lint bench colcon clean
+.PHONY: help venv venv-train system-deps demo test lint bench colcon clean
 
 help:
 	@echo "make demo    simulate a drive, run it live through the node graph, print what the node saw"
@@ -35,13 +36,20 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml
 
 venv: system-deps $(STAMP)
 
+# torch (CPU, pinned) + onnx for training/export and their tests; never needed at run time.
+$(TRAIN_STAMP): $(STAMP) requirements-train.txt
+	$(PY) -m pip install -q -r requirements-train.txt
+	@touch $(TRAIN_STAMP)
+
+venv-train: venv $(TRAIN_STAMP)
+
 demo: venv
 	$(RUNENV) $(PY) -m ros_fusion.cli demo $(ARGS)
 
 lint: venv
 	$(VENV_ABS)/bin/ruff check .
 
-test: venv lint
+test: venv-train lint
 	$(RUNENV) $(PY) -m pytest -q $(ARGS)
 	@# benchmarks run once each (no timing) so they cannot rot; `make bench` times them
 	$(RUNENV) $(PY) -m pytest -q benchmarks --benchmark-disable

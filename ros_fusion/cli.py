@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import demo, info, launch, record, replay, simulate
+from .commands import build_engines, demo, export, info, launch, record, replay, simulate, train
 
-COMMANDS = (demo, simulate, launch, replay, record, info)
+COMMANDS = (demo, simulate, launch, replay, record, info, train, export, build_engines)
 
 EPILOG = """\
 typical session:

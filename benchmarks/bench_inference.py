@@ -1,0 +1,70 @@
+"""ONNX Runtime CPU inference of every stage for 1 camera, 1 LiDAR, 1 radar (issue #4: ≤ 30 ms p50).
+
+Runs the shipped bundle (`models/`) the way the pipeline does in intermediate fusion: the
+four encoders, then fusion+head, batch 1, through the `onnxruntime` backend (input checks
+included). Also times the torch forward + backward of one training batch (4) for the
+training budget. p99 is printed from the benchmark's own samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ros_fusion.models.network import NetConfig
+from ros_fusion.paths import share_dir
+from ros_fusion.runtime.backends import STAGE_IO, create_backend
+from ros_fusion.runtime.model_bundle import load_bundle
+
+torch = pytest.importorskip("torch")
+
+from ros_fusion.models.export import sample_inputs  # noqa: E402
+
+
+def _inputs(cfg: NetConfig, batch: int = 1) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in sample_inputs(cfg, batch=batch, n_cameras=1, seed=0).items()}
+
+
+def _p99(benchmark) -> None:
+    data = getattr(getattr(benchmark, "stats", None), "stats", None)
+    if data is not None and getattr(data, "data", None):
+        ms = np.asarray(data.data) * 1e3
+        print(f"\n{benchmark.name}: p50 {np.median(ms):.2f} ms  p99 {np.percentile(ms, 99):.2f} ms  n={len(ms)}")
+
+
+def test_ort_cpu_all_stages(benchmark):
+    bundle = load_bundle(share_dir() / "models")
+    cfg = NetConfig(**bundle.raw["network"]["config"])
+    be = create_backend("onnxruntime", bundle, providers="CPUExecutionProvider")
+    x = _inputs(cfg)
+
+    def infer() -> dict[str, np.ndarray]:
+        feats: dict[str, np.ndarray] = {}
+        for stage in ("camera", "lidar", "radar", "imu"):
+            feats |= be.run(stage, {n: x[n] for n in STAGE_IO[stage][0]})
+        return be.run("fusion_head", feats | {"coverage": x["coverage"], "present": x["present"]})
+
+    out = benchmark.pedantic(infer, rounds=100, warmup_rounds=5)
+    assert out["heatmap"].shape == (1, 6, 64, 64)
+    _p99(benchmark)
+
+
+def test_torch_train_step_batch4(benchmark):
+    from ros_fusion.models.network import FusionNet
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    net = FusionNet().train()
+    x = {k: torch.from_numpy(v) for k, v in _inputs(net.cfg, batch=4).items()}
+    opt = torch.optim.AdamW(net.parameters())
+
+    def step() -> float:
+        out = net(x)
+        loss = out["heatmap"].sigmoid().mean() + out["regression"].abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    assert np.isfinite(benchmark.pedantic(step, rounds=10, warmup_rounds=1))
+    _p99(benchmark)
