@@ -115,3 +115,65 @@ def wrap_angle(a):
 def se2_transform(x: float, y: float, yaw: float) -> np.ndarray:
     """Planar pose as a 4×4 transform."""
     return make_transform(rot_z(yaw), np.array([x, y, 0.0]))
+
+
+# --------------------------------------------------------------------------- SO(3) / SE(3) helpers
+# Used by ego-motion integration and motion compensation (core/ego_motion.py,
+# core/compensation.py). Vectorised over leading axes so a history query for
+# many times costs one numpy pass, not a Python loop.
+
+
+def skew(v) -> np.ndarray:
+    """(..., 3) vectors → (..., 3, 3) cross-product matrices ([v]× w = v × w)."""
+    v = np.asarray(v, dtype=np.float64)
+    out = np.zeros(v.shape[:-1] + (3, 3))
+    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
+    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
+    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
+    return out
+
+
+def so3_exp(rotvec) -> np.ndarray:
+    """Rotation vector(s) (..., 3) → rotation matrices (..., 3, 3) (Rodrigues).
+
+    Uses the Taylor series below 1e-4 rad, so tiny per-sample IMU increments
+    keep full precision instead of dividing by ~0.
+    """
+    w = np.asarray(rotvec, dtype=np.float64)
+    th2 = np.einsum("...i,...i->...", w, w)
+    th = np.sqrt(th2)
+    small = th < 1e-4
+    ths = np.where(small, 1.0, th)
+    a = np.where(small, 1.0 - th2 / 6.0, np.sin(ths) / ths)
+    b = np.where(small, 0.5 - th2 / 24.0, (1.0 - np.cos(ths)) / (ths * ths))
+    K = skew(w)
+    eye = np.broadcast_to(np.eye(3), K.shape)
+    return eye + a[..., None, None] * K + b[..., None, None] * (K @ K)
+
+
+def so3_log(R) -> np.ndarray:
+    """Rotation matrix (3, 3) → rotation vector (3,) with angle in [0, pi]."""
+    R = np.asarray(R, dtype=np.float64)
+    c = float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))
+    th = float(np.arccos(c))
+    v = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    if th < 1e-6:
+        return 0.5 * v
+    if np.pi - th < 1e-4:  # near pi the antisymmetric part vanishes: use the symmetric part
+        B = (R + np.eye(3)) / 2.0
+        axis = np.sqrt(np.clip(np.diag(B), 0.0, None))
+        k = int(np.argmax(axis))
+        axis = B[k] / max(axis[k], 1e-12)
+        axis /= np.linalg.norm(axis)
+        if axis @ v < 0:
+            axis = -axis
+        return axis * th
+    return v * (th / (2.0 * np.sin(th)))
+
+
+def interpolate_transform(T0: np.ndarray, T1: np.ndarray, alpha: float) -> np.ndarray:
+    """Pose between T0 (alpha = 0) and T1 (alpha = 1): geodesic rotation, linear translation."""
+    T0 = np.asarray(T0, dtype=np.float64)
+    T1 = np.asarray(T1, dtype=np.float64)
+    dR = so3_log(T0[:3, :3].T @ T1[:3, :3])
+    return make_transform(T0[:3, :3] @ so3_exp(alpha * dR), (1.0 - alpha) * T0[:3, 3] + alpha * T1[:3, 3])
