@@ -1,0 +1,430 @@
+"""Training data from the simulator: network inputs + CenterPoint targets per LiDAR sweep (DESIGN §7).
+
+For every (scenario, seed) a `DriveSimulator` runs; at each LiDAR sweep (time
+T = its stamp) the nearest camera image and radar scan and the IMU history go
+through the SAME `core.preprocess.Preprocessor` the live pipeline uses, and
+the ground truth at T through `core.centerhead.encode`. Ego-motion comes from
+the simulator's true trajectory here (the ego-motion estimator is evaluated
+separately, so training data is not tied to its errors):
+- LiDAR deskew: each point moved from the sensor pose at its firing time
+  (field `t`) into base_link at T;
+- radar: points moved from base_link at the scan time to base_link at T, Doppler
+  compensated with the sensor's true velocity (v_comp = v_r + v_sensor·û);
+- camera: pose of base_link at capture relative to base_link at T.
+If the rig publishes the camera as JPEG, images take the same JPEG round trip
+(quality 90, as the bag writer) so training sees the artefacts the runtime sees.
+
+Shards: one compressed `.npz` per drive, arrays stacked over frames, float16
+where the value range makes it lossless for the network (rasters, grid, heatmap),
+images as uint8 at network resolution (normalised on load). Each shard is
+written with fixed zip timestamps, so the same arguments give byte-identical
+files, and `manifest.json` records scenario, seed, split, frame count, sha256
+and a hash of everything that shaped the data (rig, network contract, options).
+Splits are by seed and must be disjoint: test seeds never reach training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..core import network_io as nio
+from ..core.bev import tune_allocator
+from ..core.camera_lift import normalise_image, resize_image
+from ..core.centerhead import Targets, encode_obstacles
+from ..core.preprocess import CameraFrame, Preprocessor, SensorFrame
+from ..core.rig import Rig, SensorSpec
+from ..core.transforms import invert_transform
+from ..core.types import NS_PER_S, Image, ImuSample, Modality, Obstacles, PointCloud
+from .drive import DriveSimulator
+from .ego import EgoTrajectory
+from .events import SIM_EPOCH_NS
+
+DATASET_VERSION = 1
+JPEG_QUALITY = 90  # what ros/image.py's image_to_compressed uses by default
+FINALISE_AFTER_S = 0.2  # a sweep is assembled once messages published this long after T have arrived
+IMU_HISTORY_S = 1.0
+SPLITS = ("train", "val", "test")
+ProgressFn = Callable[[int, str], None]
+
+
+# ----------------------------------------------------------------------------- ego-motion helpers
+def _sim_s(stamp_ns: int | np.ndarray) -> np.ndarray:
+    return (np.asarray(stamp_ns, np.int64) - SIM_EPOCH_NS) / NS_PER_S
+
+
+def relative_pose(ego: EgoTrajectory, t_from: float, t_to: float) -> np.ndarray:
+    """base_link at sim time `t_from` expressed in base_link at `t_to` (4×4)."""
+    W = ego.world_from_base(np.array([t_from, t_to]))
+    return invert_transform(W[1]) @ W[0]
+
+
+def deskew_lidar(cloud: PointCloud, ego: EgoTrajectory, extrinsic: np.ndarray) -> np.ndarray:
+    """(N, 3) points of a sweep in base_link at the sweep stamp, each moved from its own firing pose.
+
+    The simulated ego drives on flat ground (planar poses), so the per-point motion is a
+    2D rotation + translation; the sensor→base_link `extrinsic` is applied in full first.
+    """
+    p = cloud.xyz().astype(np.float64) @ extrinsic[:3, :3].T + extrinsic[:3, 3]
+    T_s = float(_sim_s(cloud.stamp_ns))
+    t_pt = T_s + np.asarray(cloud.points["t"], np.float64)
+    x, y, yaw = ego.pose(t_pt)
+    xT, yT, yawT = (float(v[0]) for v in ego.pose(np.array([T_s])))
+    c, s = np.cos(yaw), np.sin(yaw)
+    wx = c * p[:, 0] - s * p[:, 1] + x - xT
+    wy = s * p[:, 0] + c * p[:, 1] + y - yT
+    cT, sT = np.cos(yawT), np.sin(yawT)
+    out = np.empty_like(p)
+    out[:, 0] = cT * wx + sT * wy
+    out[:, 1] = -sT * wx + cT * wy
+    out[:, 2] = p[:, 2]
+    return out
+
+
+def radar_to_t(cloud: PointCloud, ego: EgoTrajectory, extrinsic: np.ndarray,
+               t_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Radar scan → (xyz in base_link at `t_ns`, rcs, ego-compensated v_r).
+
+    v_r is the range rate relative to the moving sensor; adding the sensor's own
+    velocity along the line of sight gives the target's radial velocity over ground.
+    """
+    ps = cloud.xyz().astype(np.float64)
+    t_r = float(_sim_s(cloud.stamp_ns))
+    v, _, w = (float(a) for a in ego.kinematics(t_r))
+    lever = extrinsic[:3, 3]
+    v_base = np.array([v - w * lever[1], w * lever[0], 0.0])  # v·x̂ + ω ẑ × r
+    v_sensor = extrinsic[:3, :3].T @ v_base
+    rng = np.linalg.norm(ps, axis=1)
+    u = ps / np.maximum(rng, 1e-6)[:, None]
+    v_comp = np.asarray(cloud.points["v_r"], np.float64) + u @ v_sensor
+    M = relative_pose(ego, t_r, float(_sim_s(t_ns))) @ extrinsic
+    xyz = ps @ M[:3, :3].T + M[:3, 3]
+    return xyz, np.asarray(cloud.points["rcs"], np.float64), v_comp
+
+
+def jpeg_round_trip(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+
+
+# ----------------------------------------------------------------------------- frames of one drive
+@dataclass
+class DatasetFrame:
+    stamp_ns: int
+    inputs: nio.NetworkInputs  # images hold the normalised float32 form
+    images_u8: np.ndarray  # (n_cameras, CAM_H, CAM_W, 3) uint8, what the shard stores
+    gt: Obstacles
+    targets: Targets
+
+
+@dataclass
+class _Pending:
+    cloud: PointCloud
+    gt: Obstacles | None = None
+
+
+def _nearest(buf: deque, t_ns: int, tol_ns: int):
+    best = min(buf, key=lambda m: abs(m.stamp_ns - t_ns), default=None)
+    if best is None or abs(best.stamp_ns - t_ns) > tol_ns:
+        return None
+    return best
+
+
+class DriveSamples:
+    """Iterates the `DatasetFrame`s of one simulated drive (one per LiDAR sweep, every `stride`-th)."""
+
+    def __init__(self, rig: Rig, scenario: str, seed: int, duration_s: float, stride: int = 1,
+                 preprocessor: Preprocessor | None = None, jpeg: bool | None = None) -> None:
+        lidars = rig.of(Modality.LIDAR)
+        if not lidars:
+            raise ValueError(f"rig {rig.name} has no LiDAR: training frames are triggered by LiDAR sweeps")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        tune_allocator()
+        self.rig = rig
+        self.sim = DriveSimulator(rig, scenario, seed, duration_s)
+        self.pre = preprocessor or Preprocessor(rig)
+        self.lidar: SensorSpec = lidars[0]
+        self.cameras = [rig.sensors[n] for n in self.pre.camera_names]
+        self.radars = rig.of(Modality.RADAR)
+        self.stride = int(stride)
+        self.jpeg = {c.name: (c.topic.endswith("/compressed") if jpeg is None else jpeg) for c in self.cameras}
+
+    def __iter__(self) -> Iterator[DatasetFrame]:
+        ego = self.sim.world.ego
+        imu_spec = self.rig.of(Modality.IMU)
+        imu_name = imu_spec[0].name if imu_spec else None
+        cams: dict[str, deque] = {c.name: deque(maxlen=8) for c in self.cameras}
+        radars: dict[str, deque] = {r.name: deque(maxlen=8) for r in self.radars}
+        imu: deque[ImuSample] = deque(maxlen=int(IMU_HISTORY_S * 400))
+        pending: deque[_Pending] = deque()
+        gts: dict[int, Obstacles] = {}
+        sweep = 0
+        wait_ns = int(FINALISE_AFTER_S * NS_PER_S)
+
+        def ready(now_ns: int) -> Iterator[DatasetFrame]:
+            while pending and (now_ns is None or now_ns - pending[0].cloud.stamp_ns >= wait_ns):
+                p = pending.popleft()
+                gt = gts.pop(p.cloud.stamp_ns, None)
+                if gt is not None:
+                    yield self._frame(p.cloud, gt, cams, radars, imu, ego)
+
+        for ev in self.sim.events():
+            yield from ready(ev.publish_ns)
+            if ev.sensor == "ground_truth":
+                gts[ev.stamp_ns] = ev.payload
+            elif ev.sensor == self.lidar.name:
+                if sweep % self.stride == 0:
+                    pending.append(_Pending(ev.payload))
+                sweep += 1
+            elif ev.sensor in cams and isinstance(ev.payload, Image):
+                cams[ev.sensor].append(ev.payload)
+            elif ev.sensor in radars:
+                radars[ev.sensor].append(ev.payload)
+            elif ev.sensor == imu_name:
+                imu.append(ev.payload)
+            if len(gts) > 64:  # sweeps skipped by stride leave their GT behind
+                for k in sorted(gts)[:-32]:
+                    del gts[k]
+        yield from ready(None)
+
+    def _frame(self, cloud: PointCloud, gt: Obstacles, cams: dict, radars: dict, imu: deque,
+               ego: EgoTrajectory) -> DatasetFrame:
+        T = cloud.stamp_ns
+        xyz = deskew_lidar(cloud, ego, self.lidar.extrinsic)
+        r_xyz, r_rcs, r_v = [], [], []
+        for spec in self.radars:
+            scan = _nearest(radars[spec.name], T, int(spec.period_s * NS_PER_S))
+            if scan is not None:
+                a, b, c = radar_to_t(scan, ego, spec.extrinsic, T)
+                r_xyz.append(a)
+                r_rcs.append(b)
+                r_v.append(c)
+        camera_frames: list[CameraFrame | None] = []
+        small = np.zeros((self.pre.n_cameras, nio.CAM_H, nio.CAM_W, 3), np.uint8)
+        for k, spec in enumerate(self.cameras):
+            img = _nearest(cams[spec.name], T, int(spec.period_s * NS_PER_S))
+            if img is None or spec.intrinsics is None:
+                camera_frames.append(None)
+                continue
+            data = jpeg_round_trip(img.data) if self.jpeg[spec.name] else img.data
+            small[k] = resize_image(data, img.encoding)
+            pose = relative_pose(ego, float(_sim_s(img.stamp_ns)), float(_sim_s(T)))
+            camera_frames.append(CameraFrame(small[k], spec.intrinsics, spec.extrinsic, pose, "rgb8", spec.name))
+        frame = SensorFrame(
+            stamp_ns=T,
+            lidar_xyz=xyz,
+            lidar_intensity=np.asarray(cloud.points["intensity"]),
+            radar_xyz=np.concatenate(r_xyz) if r_xyz else None,
+            radar_rcs=np.concatenate(r_rcs) if r_rcs else None,
+            radar_v_comp=np.concatenate(r_v) if r_v else None,
+            cameras=camera_frames,
+            imu=list(imu),
+        )
+        inputs = self.pre.build(frame)
+        return DatasetFrame(T, inputs, small, gt, encode_obstacles(gt, self.pre.grid))
+
+
+# ----------------------------------------------------------------------------- shards
+#: How each stacked array is stored (dtype on disk); loaders restore float32. Inputs keep their
+#: `network_io` names (images as uint8 RGB, channels first, at network resolution); targets are
+#: the names `models/train.py` reads; ground truth is a ragged OBSTACLE_FIELDS table + offsets.
+STORAGE: dict[str, str] = {
+    "lidar_bev": "float16", "radar_bev": "float16", "images": "uint8", "cam_grid": "float16",
+    "cam_valid": "uint8", "coverage": "uint8", "present": "uint8", "imu": "float32",
+    "heatmap_target": "float16", "reg_target": "float32", "reg_mask": "uint8",
+    "stamps": "int64", "gt_table": "float32", "gt_offsets": "int64",
+}
+
+
+def frames_to_arrays(frames: Sequence[DatasetFrame], meta: dict | None = None) -> dict[str, np.ndarray]:
+    """Stack frames into the shard layout (`STORAGE`), plus `meta` as a JSON string array."""
+    n_cam = frames[0].images_u8.shape[0] if frames else 1
+    shapes = {s.name: s.shape for s in nio.input_specs(n_cam)}
+    F = (nio.FEAT, nio.FEAT)
+    shapes.update({"heatmap_target": (len(nio.CLASSES), *F), "reg_target": (len(nio.REG_CHANNELS), *F),
+                   "reg_mask": F})
+
+    def stack(name: str, get) -> np.ndarray:
+        if not frames:
+            return np.zeros((0, *shapes[name]))
+        return np.stack([get(f) for f in frames])
+
+    arrays = {name: stack(name, lambda f, n=name: f.inputs.arrays[n])
+              for name in ("lidar_bev", "radar_bev", "cam_grid", "cam_valid", "coverage", "present", "imu")}
+    arrays["images"] = stack("images", lambda f: f.images_u8.transpose(0, 3, 1, 2))
+    arrays["heatmap_target"] = stack("heatmap_target", lambda f: f.targets.heatmap)
+    arrays["reg_target"] = stack("reg_target", lambda f: f.targets.regression)
+    arrays["reg_mask"] = stack("reg_mask", lambda f: f.targets.mask)
+    arrays["stamps"] = np.array([f.stamp_ns for f in frames], np.int64)
+    tables = [f.gt.table() for f in frames]
+    arrays["gt_table"] = np.concatenate(tables) if tables else np.zeros((0, 14), np.float32)
+    arrays["gt_offsets"] = np.concatenate([[0], np.cumsum([len(t) for t in tables])]).astype(np.int64)
+    out = {k: np.ascontiguousarray(v.astype(STORAGE[k])) for k, v in arrays.items()}
+    out["meta"] = np.array(json.dumps(meta or {}, sort_keys=True))
+    return out
+
+
+def write_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like np.savez_compressed, but with fixed zip timestamps and order, so equal data → equal bytes."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arrays[name], allow_pickle=False)
+            zf.writestr(info, buf.getvalue(), compresslevel=6)
+    tmp.replace(path)
+
+
+def load_shard(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of one shard (as stored; see `frame_inputs` / `frame_targets` for network form)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def frame_inputs(shard: dict[str, np.ndarray], i: int) -> nio.NetworkInputs:
+    """Frame `i` of a loaded shard as float32 `NetworkInputs` (images normalised)."""
+    a = {k: shard[k][i].astype(np.float32) for k in
+         ("lidar_bev", "radar_bev", "cam_grid", "cam_valid", "coverage", "present", "imu")}
+    a["images"] = np.stack([normalise_image(im.transpose(1, 2, 0)) for im in shard["images"][i]])
+    return nio.NetworkInputs(a)
+
+
+def frame_targets(shard: dict[str, np.ndarray], i: int) -> Targets:
+    return Targets(shard["heatmap_target"][i].astype(np.float32), shard["reg_target"][i].astype(np.float32),
+                   shard["reg_mask"][i].astype(np.float32), int(shard["reg_mask"][i].sum()))
+
+
+def frame_gt(shard: dict[str, np.ndarray], i: int) -> Obstacles:
+    o = shard["gt_offsets"]
+    return Obstacles.from_table(int(shard["stamps"][i]), "base_link", shard["gt_table"][o[i]:o[i + 1]])
+
+
+# ----------------------------------------------------------------------------- whole dataset
+def check_splits(splits: dict[str, Sequence[int]]) -> None:
+    """Seeds must be non-negative and disjoint between splits (test seeds never in training)."""
+    seen: dict[int, str] = {}
+    for name, seeds in splits.items():
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r} (one of {SPLITS})")
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+                raise ValueError(f"split {name}: seed {s!r} is not a non-negative integer")
+            if int(s) in seen and seen[int(s)] != name:
+                raise ValueError(f"seed {s} is in both {seen[int(s)]!r} and {name!r}: splits must be disjoint")
+            seen[int(s)] = name
+
+
+def config_hash(rig: Rig, duration_s: float, stride: int) -> tuple[str, dict]:
+    """Hash of everything that shapes the samples: rig, network contract, dataset options, format version."""
+    cfg = {
+        "dataset_version": DATASET_VERSION,
+        "rig": rig.to_yaml(),
+        "duration_s": float(duration_s),
+        "stride": int(stride),
+        "grid": [nio.X_RANGE, nio.Y_RANGE, nio.CELL_M, nio.GRID, nio.FEAT],
+        "lidar_channels": nio.LIDAR_CHANNELS, "radar_channels": nio.RADAR_CHANNELS,
+        "camera": [nio.CAM_H, nio.CAM_W, nio.CAM_MEAN, nio.CAM_STD, nio.CAM_Z_LEVELS],
+        "imu": [nio.IMU_WINDOW, nio.IMU_HZ], "classes": nio.CLASSES, "reg": nio.REG_CHANNELS,
+        "jpeg_quality": JPEG_QUALITY,
+    }
+    text = json.dumps(cfg, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], cfg
+
+
+def shard_name(split: str, scenario: str, seed: int) -> str:
+    """Shard path relative to the dataset folder: `<split>/<scenario>_seed<NNNN>.npz`."""
+    return f"{split}/{scenario}_seed{seed:04d}.npz"
+
+
+def generate_dataset(out_dir: str | Path, rig: Rig, scenarios: Sequence[str], splits: dict[str, Sequence[int]],
+                     duration_s: float, stride: int = 1, progress: ProgressFn | None = None,
+                     overwrite: bool = False) -> dict:
+    """Write one shard per (split, scenario, seed) and `manifest.json`; return the manifest.
+
+    `progress(frames_done, description)` is called after every frame.
+    Existing shards with the same config hash are kept (generation is resumable).
+    """
+    check_splits(splits)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chash, _ = config_hash(rig, duration_s, stride)
+    old = {}
+    mpath = out / "manifest.json"
+    if mpath.exists() and not overwrite:
+        prev = json.loads(mpath.read_text())
+        if prev.get("config_hash") == chash:
+            old = {s["file"]: s for s in prev.get("shards", [])}
+    shards = []
+    done = 0
+    for split in SPLITS:
+        for scenario in scenarios:
+            for seed in splits.get(split, ()):
+                name = shard_name(split, scenario, int(seed))
+                path = out / name
+                path.parent.mkdir(exist_ok=True)
+                if name in old and path.exists() and _sha256(path) == old[name]["sha256"]:
+                    shards.append(old[name])
+                    done += old[name]["frames"]
+                    if progress:
+                        progress(done, f"{split} {scenario} seed {seed} (kept)")
+                    continue
+                frames = []
+                for f in DriveSamples(rig, scenario, int(seed), duration_s, stride):
+                    frames.append(f)
+                    done += 1
+                    if progress:
+                        progress(done, f"{split} {scenario} seed {seed}")
+                meta = {"scenario": scenario, "seed": int(seed), "split": split, "config_hash": chash,
+                        "duration_s": float(duration_s), "stride": int(stride), "rig": rig.name}
+                write_npz_deterministic(path, frames_to_arrays(frames, meta))
+                shards.append({"file": name, "split": split, "scenario": scenario, "seed": int(seed),
+                               "frames": len(frames), "sha256": _sha256(path),
+                               "gt_boxes": int(sum(len(f.gt) for f in frames))})
+    manifest = {
+        "dataset_version": DATASET_VERSION,
+        "config_hash": chash,
+        "rig": rig.name,
+        "duration_s": float(duration_s),
+        "stride": int(stride),
+        "scenarios": list(scenarios),
+        "splits": {k: [int(s) for s in v] for k, v in splits.items()},
+        "classes": list(nio.CLASSES),
+        "storage": STORAGE,
+        "frames": {s: sum(x["frames"] for x in shards if x["split"] == s) for s in SPLITS},
+        "shards": shards,
+    }
+    mpath.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    p = Path(out_dir) / "manifest.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"no dataset manifest at {p} (generate one with `ros-fusion dataset`)")
+    m = json.loads(p.read_text())
+    for key in ("config_hash", "shards", "splits"):
+        if key not in m:
+            raise ValueError(f"{p}: not a dataset manifest (missing {key!r})")
+    return m
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,125 @@
+"""One bundle → NetworkInputs: shapes, masks, missing modalities, IMU window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ros_fusion.core import network_io as nio
+from ros_fusion.core.camera_lift import INVALID
+from ros_fusion.core.imu_window import imu_window
+from ros_fusion.core.preprocess import CameraFrame, Preprocessor, SensorFrame, drop_modalities
+from ros_fusion.core.rig import load_rig
+from ros_fusion.core.transforms import xyz_rpy_to_transform
+from ros_fusion.core.types import ImuSample, RejectedInput
+from ros_fusion.paths import default_rig_path
+
+T = 1_700_000_000 * 10**9
+CAM, LIDAR, RADAR = 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def rig():
+    return load_rig(default_rig_path())
+
+
+@pytest.fixture(scope="module")
+def pre(rig):
+    return Preprocessor(rig)
+
+
+def imu_samples(n=50, rate=100.0, t_end=T, w=0.1, a=1.0):
+    return [ImuSample(int(t_end - (n - 1 - k) * 1e9 / rate), "imu_link", np.array([0, 0, w * k]),
+                      np.array([a, 0, 9.81])) for k in range(n)]
+
+
+def full_frame(rig) -> SensorFrame:
+    rng = np.random.default_rng(0)
+    cam = rig.sensors["camera_front"]
+    pts = np.c_[rng.uniform(-40, 40, 5000), rng.uniform(-40, 40, 5000), rng.uniform(0, 3, 5000)]
+    return SensorFrame(
+        stamp_ns=T,
+        lidar_xyz=pts, lidar_intensity=rng.uniform(0, 255, 5000),
+        radar_xyz=np.array([[20.0, 1.0, 0.5], [35.0, -4.0, 0.5]]), radar_rcs=np.array([10.0, 0.0]),
+        radar_v_comp=np.array([-5.0, 0.2]),
+        cameras=[CameraFrame(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), cam.intrinsics, cam.extrinsic)],
+        imu=imu_samples(),
+    )
+
+
+def test_full_bundle_shapes_and_masks(rig, pre) -> None:
+    x = pre.build(full_frame(rig))
+    x.check(1)  # every input present with the contract's shape and dtype
+    a = x.arrays
+    assert a["present"].tolist() == [1, 1, 1]
+    cov = a["coverage"]
+    # camera coverage: the forward frustum only; radar: forward sector; lidar: nearly everything
+    cx = -51.2 + (np.arange(64) + 0.5) * 1.6
+    assert cov[CAM][cx < 0].sum() == 0 and cov[CAM][cx > 10].mean() > 0.2
+    np.testing.assert_array_equal(cov[CAM], (a["cam_valid"][0] > 0).any(axis=0))
+    assert cov[RADAR][cx < 0].sum() == 0 and cov[LIDAR].mean() > 0.95
+    assert a["lidar_bev"][0].sum() > 0 and np.count_nonzero(a["radar_bev"][0]) == 2
+    assert (a["cam_grid"][a["cam_valid"] == 0] == INVALID).all()
+    assert a["imu"][-1, 2] == pytest.approx(0.1 * 49, abs=1e-5)
+
+
+def test_missing_modalities_look_absent(rig, pre) -> None:
+    f = full_frame(rig)
+    f.cameras = [None]
+    f.radar_xyz = None
+    x = pre.build(f)
+    a = x.arrays
+    assert a["present"].tolist() == [0, 1, 0]
+    assert not a["coverage"][[CAM, RADAR]].any() and not a["images"].any() and not a["cam_valid"].any()
+    assert (a["cam_grid"] == INVALID).all() and not a["radar_bev"].any()
+    # drop_modalities makes a full bundle look exactly like the one with sensors missing
+    dropped = drop_modalities(pre.build(full_frame(rig)), ["lidar"])
+    for k in ("present", "coverage", "images", "cam_grid", "cam_valid", "radar_bev", "lidar_bev"):
+        np.testing.assert_array_equal(dropped.arrays[k], a[k], err_msg=k)
+    with pytest.raises(ValueError, match="unknown"):
+        drop_modalities(x, ["sonar"])
+
+
+def test_bad_bundles_rejected(rig, pre) -> None:
+    f = full_frame(rig)
+    f.radar_rcs = None
+    with pytest.raises(RejectedInput, match="rcs"):
+        pre.build(f)
+    f = full_frame(rig)
+    f.cameras = [f.cameras[0], f.cameras[0]]
+    with pytest.raises(RejectedInput, match="cameras"):
+        pre.build(f)
+    f = full_frame(rig)
+    f.lidar_xyz = np.ones((10, 2))
+    with pytest.raises(RejectedInput):
+        pre.build(f)
+
+
+def test_camera_pose_moves_coverage(rig, pre) -> None:
+    f = full_frame(rig)
+    base = pre.build(f).arrays["coverage"][CAM]
+    # captured while the car was 10 m further back: the frustum reaches 10 m less far ahead at T
+    f.cameras[0].ego_pose = xyz_rpy_to_transform([-10.0, 0, 0], [0, 0, 0])
+    moved = pre.build(f).arrays["coverage"][CAM]
+    cx = -51.2 + (np.arange(64) + 0.5) * 1.6
+    first = lambda cov: cx[np.flatnonzero(cov.any(axis=1))[0]]  # noqa: E731
+    assert first(moved) == pytest.approx(first(base) - 10.0, abs=1.7)
+
+
+def test_imu_window_resamples_and_rotates() -> None:
+    s = imu_samples(n=50, rate=200.0)  # 200 Hz in, IMU_HZ out
+    w = imu_window(s, T)
+    assert w.shape == (nio.IMU_WINDOW, nio.IMU_CHANNELS) and w.dtype == np.float32
+    # gyro z grows by 0.1 per 5 ms sample → 0.2 per 10 ms output step, last row at T
+    assert w[-1, 2] == pytest.approx(4.9, abs=1e-5) and np.diff(w[:, 2]) == pytest.approx(0.2, abs=1e-5)
+    # samples after T are ignored (no future leakage)
+    future = s + [ImuSample(T + 5_000_000, "imu_link", np.array([0, 0, 99.0]), np.zeros(3))]
+    np.testing.assert_array_equal(imu_window(future, T), w)
+    # mounted rotated 90 deg about z: its x axis is base_link y
+    E = xyz_rpy_to_transform([0, 0, 0], [0, 0, np.pi / 2])
+    assert imu_window(s, T, E)[-1, 3:] == pytest.approx([0.0, 1.0, 9.81], abs=1e-5)
+    # sparse history: rows before the first sample hold it; NaN samples skipped; none → zeros
+    short = imu_window(s[-2:], T)
+    assert (short[:-2, 2] == short[0, 2]).all()
+    bad = [ImuSample(T, "imu_link", np.array([np.nan, 0, 0]), np.zeros(3))]
+    assert not imu_window(bad, T).any() and not imu_window([], T).any()
