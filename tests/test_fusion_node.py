@@ -110,7 +110,12 @@ def test_activate_publishes_and_diagnostics_roundtrip(node: FusionNode) -> None:
     st = _lidar_stream(node)
     now = node.get_clock().now().nanoseconds
     node.handle_message(st, _cloud(now - 1_000_000))
+    # The bundle waits (start-up grace) for sensors not seen yet, then goes out at their deadline.
+    assert node.obstacles_published == 0
+    node._handle_bundles(node.sync.poll(now + 500_000_000))
     assert node.obstacles_published == 1
+    assert node.bundle_stats.total == 1 and node.bundle_stats.last.missing == {"camera_front", "radar_front", "imu",
+                                                                               "odometry"}
     snap = node.health.snapshot(node.get_clock().now().nanoseconds)
     assert snap.sensors["lidar_top"].state is SensorState.OK
     assert snap.sensors["imu"].state is SensorState.MISSING
@@ -125,3 +130,67 @@ def test_activate_publishes_and_diagnostics_roundtrip(node: FusionNode) -> None:
     assert node.obstacles_published == 1  # inactive: no outputs
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert node._subs == [] and node.params is None
+
+
+def _imu_stream(node: FusionNode):
+    return next(s for s in node._streams if s.sensor.name == "imu")
+
+
+def test_frozen_cloud_is_flagged_stale_and_recovers_with_hysteresis(node: FusionNode) -> None:
+    st = _lidar_stream(node)
+    now = node.get_clock().now().nanoseconds
+    period = 100_000_000
+    t = now - 5_000_000_000
+    for i in range(5):  # healthy, changing data
+        node.handle_message(st, _cloud(t + i * period, n=100 + i))
+    h = node.health["lidar_top"]
+    assert h.update(t + 4 * period) is SensorState.OK
+    for i in range(5, 9):  # the driver re-sends its last buffer with fresh stamps
+        node.handle_message(st, _cloud(t + i * period, n=104))
+    snap = h.snapshot(t + 8 * period)
+    assert snap.frozen and snap.state is SensorState.STALE and snap.message.startswith("STALE: frozen data")
+    assert snap.frozen_episodes == 1 and snap.frozen_messages == 4
+    node.handle_message(st, _cloud(t + 9 * period, n=50))  # data moves again: recovering, not yet OK
+    assert h.update(t + 9 * period) is SensorState.STALE and h.recovering
+    for i in range(10, 12):
+        node.handle_message(st, _cloud(t + i * period, n=50 + i))
+    assert h.update(t + 11 * period) is SensorState.OK  # recover_count = 3 healthy messages
+
+
+def test_bundles_feed_diagnostics_values(node: FusionNode) -> None:
+    lidar, imu = _lidar_stream(node), _imu_stream(node)
+    from sensor_msgs.msg import Imu
+
+    from ros_fusion.ros.stamps import header
+
+    now = node.get_clock().now().nanoseconds
+    t0 = now - 2_000_000_000
+    for k in range(100):  # 1 s of IMU at 100 Hz and LiDAR at 10 Hz, messages handed in time order
+        ts = t0 + k * 10_000_000
+        msg = Imu(header=header(ts, "imu_link"))
+        msg.linear_acceleration.z = 9.81 + 1e-3 * k
+        node.handle_message(imu, msg)
+        if k % 10 == 5:
+            node.handle_message(lidar, _cloud(ts, n=100 + k))
+    node._handle_bundles(node.sync.poll(now + 1_000_000_000))
+    values = node.fusion_values(set())
+    assert values["bundles"] == 10 and values["bundles.reference"] == 10
+    assert values["matched_pct.lidar_top"] == 100.0
+    assert values["matched_pct.imu"] == 100.0  # an IMU sample within 5 ms of every sweep
+    assert values["age_ms_p50.imu"] == 0.0  # sample stamps coincide with the sweep stamps
+    assert "camera_front" in values["last_bundle.missing"]
+    diag = parse_diagnostic_array(health_to_diagnostic_array(node.health.snapshot(now), now))
+    assert diag["ros_fusion/imu"]["values"]["received"] == 100
+
+
+def test_unknown_sync_reference_fails_configure() -> None:
+    ctx = rclpy.Context()
+    rclpy.init(args=["--ros-args", "-p", "sync_reference:=lidar_roof"], context=ctx, domain_id=53)
+    n = FusionNode(context=ctx)
+    try:
+        assert n.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert n.config_error is not None and n.config_error.key == "sync_reference"
+        assert "lidar_roof" in str(n.config_error) and n.params is None
+    finally:
+        n.destroy_node()
+        ctx.try_shutdown()

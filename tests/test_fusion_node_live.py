@@ -62,7 +62,10 @@ PUBLISHER = textwrap.dedent(
     radar_pts = np.zeros(64, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("v_r", "<f4"), ("rcs", "<f4")])
     radar_pts["x"] = rng.uniform(1, 80, 64)
     import cv2
-    jpeg = cv2.imencode(".jpg", rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))[1].tobytes()
+    # a few different frames in turn: real sensors never repeat a payload (fusion_node flags that as frozen)
+    jpegs = [cv2.imencode(".jpg", rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))[1].tobytes()
+             for _ in range(3)]
+    count = {"lidar": 0, "radar": 0, "camera": 0, "imu": 0}
     start = time.monotonic()
     truncated_left = int(sys.argv[1])
 
@@ -71,6 +74,8 @@ PUBLISHER = textwrap.dedent(
 
     def lidar():
         global truncated_left
+        count["lidar"] += 1
+        lidar_pts["intensity"][0] = count["lidar"]
         msg = make_pointcloud2(now_ns(), "lidar_top", lidar_pts)
         if time.monotonic() - start > 2.0 and truncated_left > 0:
             truncated_left -= 1
@@ -78,16 +83,20 @@ PUBLISHER = textwrap.dedent(
         pubs["lidar"].publish(msg)
 
     def radar():
+        count["radar"] += 1
+        radar_pts["rcs"][0] = count["radar"]
         pubs["radar"].publish(make_pointcloud2(now_ns(), "radar_front", radar_pts))
 
     def camera():
         msg = CompressedImage(header=header(now_ns(), "camera_front_optical"), format="jpeg")
-        msg.data = jpeg
+        count["camera"] += 1
+        msg.data = jpegs[count["camera"] % len(jpegs)]
         pubs["camera"].publish(msg)
 
     def imu():
         msg = Imu(header=header(now_ns(), "imu_link"))
-        msg.linear_acceleration.z = 9.81
+        count["imu"] += 1
+        msg.linear_acceleration.z = 9.81 + 1e-6 * count["imu"]
         pubs["imu"].publish(msg)
 
     for fn, hz in ((lidar, 10.0), (radar, 13.0), (camera, 15.0), (imu, 100.0)):
@@ -212,7 +221,10 @@ def test_live_rates_rejects_and_obstacles(observer, tmp_path: Path) -> None:
     # Never published → MISSING at ERROR level.
     odom = good["ros_fusion/odometry"]
     assert odom["values"]["state"] == "MISSING" and odom["level"] == 2
-    assert good["ros_fusion/fusion"]["values"]["bundles"] == 0
+    fusion_values = good["ros_fusion/fusion"]["values"]
+    assert fusion_values["bundles"] > 0 and fusion_values["bundles.reference"] > 0
+    assert fusion_values["matched_pct.lidar_top"] >= 90.0  # one bundle per sweep
+    assert fusion_values["matched_pct.odometry"] == 0.0  # never published: in no bundle
     assert good["ros_fusion/fusion"]["values"]["mode"].startswith("none")
 
     # ~/obstacles: empty clouds with the obstacle layout, at the LiDAR rate.

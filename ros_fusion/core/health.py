@@ -100,12 +100,22 @@ class HealthConfig:
     missing_timeout_s: float = 5.0
     rate_window_s: float = 5.0
     frame_id: str = ""
+    #: A message whose digest equals its predecessor's repeats it; after this many repeats in a
+    #: row the data is FROZEN (a driver re-publishing its last buffer with fresh stamps).
+    frozen_repeats: int = 3
+    #: Hysteresis: after being STALE/MISSING/frozen, this many healthy messages in a row
+    #: (each within the stale timeout of the previous one, not frozen) before OK again.
+    recover_count: int = 3
 
     def __post_init__(self) -> None:
         for key in ("rate_hz", "stale_timeout_factor", "missing_timeout_s", "rate_window_s"):
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"HealthConfig.{key} must be a finite number > 0, got {v!r}")
+        for key in ("frozen_repeats", "recover_count"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"HealthConfig.{key} must be an integer >= 1, got {v!r}")
 
     @property
     def stale_timeout_ns(self) -> int:
@@ -140,6 +150,10 @@ class SensorSnapshot:
     last_recv_ns: int | None
     silent_s: float | None
     stamp_resets: int = 0
+    frozen: bool = False  # the latest payloads are identical (frozen-data detection)
+    frozen_messages: int = 0  # accepted messages that repeated their predecessor's payload, all time
+    frozen_episodes: int = 0  # how often the stream froze
+    recovering: bool = False  # data is back but not yet `recover_count` healthy messages
 
     @property
     def rejected_total(self) -> int:
@@ -179,16 +193,47 @@ class SensorHealth:
         self.state = SensorState.MISSING
         self.stamp_resets = 0
         self._backwards_run = 0
+        self.frozen = False
+        self.frozen_messages = 0
+        self.frozen_episodes = 0
+        self._repeat_run = 0  # messages in a row that repeated their predecessor's digest
+        self._healthy_run = 0  # healthy messages in a row (hysteresis)
+        self._degraded = False  # was STALE/MISSING/frozen after having data: hysteresis applies
 
     # --- events -------------------------------------------------------------
     def on_message(self, stamp_ns: int, recv_ns: int, digest: bytes | None = None) -> None:
-        """An accepted message. `digest` is a content hash kept for frozen-data detection (later issue)."""
+        """An accepted message. `digest`: a cheap hash of the payload (None: not checked, e.g. empty data).
+
+        Identical digests in a row mark the stream frozen after `frozen_repeats`
+        repeats; a message arriving later than the stale timeout after the
+        previous one restarts the healthy run used for hysteresis.
+        """
+        recv = int(recv_ns)
+        if digest is not None and digest == self.last_digest:
+            self._repeat_run += 1
+            self.frozen_messages += 1
+        else:
+            self._repeat_run = 0
+        was_frozen = self.frozen
+        self.frozen = self._repeat_run >= self.config.frozen_repeats
+        if self.frozen and not was_frozen:
+            self.frozen_episodes += 1
+        if self.frozen:
+            self._healthy_run = 0
+            self._degraded = True
+        elif self.last_recv_ns is None:
+            self._healthy_run = 1
+        elif recv - self.last_recv_ns > self.config.stale_timeout_ns:
+            self._healthy_run = 1
+            self._degraded = True
+        else:
+            self._healthy_run += 1
         self.received += 1
         self.last_stamp_ns = int(stamp_ns)
-        self.last_recv_ns = int(recv_ns)
+        self.last_recv_ns = recv
         self.last_digest = digest
         self._backwards_run = 0
-        self._arrivals.append((int(recv_ns), int(recv_ns) - int(stamp_ns)))
+        self._arrivals.append((recv, recv - int(stamp_ns)))
 
     def on_reject(self, reason: str) -> None:
         self.rejected[reason] += 1
@@ -229,18 +274,35 @@ class SensorHealth:
         return list(self._arrivals)
 
     def update(self, now_ns: int) -> SensorState:
-        """Re-evaluate the state at `now_ns` (call periodically; state is sticky between calls)."""
+        """Re-evaluate the state at `now_ns` (call periodically; state is sticky between calls).
+
+        MISSING / STALE from silence; STALE while frozen; back to OK straight away
+        the first time data arrives, but after a degradation only once
+        `recover_count` healthy messages arrived in a row (hysteresis, so a
+        flickering sensor does not flip the fusion mode every period).
+        """
         if self.last_recv_ns is None:
             self.state = SensorState.MISSING
+            return self.state
+        silent = now_ns - self.last_recv_ns
+        if silent > self.config.missing_timeout_ns:
+            self.state = SensorState.MISSING
+            self._degraded = True
+        elif silent > self.config.stale_timeout_ns or self.frozen:
+            self.state = SensorState.STALE
+            self._degraded = True
+        elif not self._degraded or self._healthy_run >= self.config.recover_count:
+            self.state = SensorState.OK
+            self._degraded = False
         else:
-            silent = now_ns - self.last_recv_ns
-            if silent > self.config.missing_timeout_ns:
-                self.state = SensorState.MISSING
-            elif silent > self.config.stale_timeout_ns:
-                self.state = SensorState.STALE
-            else:
-                self.state = SensorState.OK
+            self.state = SensorState.STALE  # recovering
         return self.state
+
+    @property
+    def recovering(self) -> bool:
+        """Data flows again (not frozen, not silent) but the hysteresis still holds the state at STALE."""
+        return (self.state is SensorState.STALE and not self.frozen and self._degraded
+                and 0 < self._healthy_run < self.config.recover_count)
 
     def rate_hz(self, now_ns: int) -> float:
         """Arrival rate over the window: (n−1) intervals over their span; 0 with fewer than 2 arrivals."""
@@ -268,6 +330,10 @@ class SensorHealth:
         silent_s = None if self.last_recv_ns is None else (now_ns - self.last_recv_ns) / NS_PER_S
         nominal = float(self.config.rate_hz)
         level, message = _level_and_message(state, rate, nominal, silent_s, len(w))
+        if state is SensorState.STALE and self.frozen:
+            message = f"STALE: frozen data ({self._repeat_run + 1} identical messages in a row)"
+        elif self.recovering and silent_s is not None and silent_s * NS_PER_S <= self.config.stale_timeout_ns:
+            message = f"STALE: recovering ({self._healthy_run}/{self.config.recover_count} healthy messages)"
         return SensorSnapshot(
             name=self.config.name,
             modality=self.config.modality,
@@ -289,6 +355,10 @@ class SensorHealth:
             last_recv_ns=self.last_recv_ns,
             silent_s=silent_s,
             stamp_resets=self.stamp_resets,
+            frozen=self.frozen,
+            frozen_messages=self.frozen_messages,
+            frozen_episodes=self.frozen_episodes,
+            recovering=self.recovering,
         )
 
 
@@ -354,7 +424,8 @@ class HealthMonitor:
 
 
 def health_configs_from_rig(
-    rig: Rig, stale_timeout_factor: float = 3.0, missing_timeout_s: float = 5.0, rate_window_s: float = 5.0
+    rig: Rig, stale_timeout_factor: float = 3.0, missing_timeout_s: float = 5.0, rate_window_s: float = 5.0,
+    frozen_repeats: int = 3, recover_count: int = 3,
 ) -> list[HealthConfig]:
     """One `HealthConfig` per rig sensor, nominal rate and frame from the rig file."""
     return [
@@ -366,6 +437,8 @@ def health_configs_from_rig(
             missing_timeout_s=missing_timeout_s,
             rate_window_s=rate_window_s,
             frame_id=s.frame_id,
+            frozen_repeats=frozen_repeats,
+            recover_count=recover_count,
         )
         for s in rig.sensors.values()
     ]

@@ -45,6 +45,9 @@ class SensorSpec:
     child_frame_id: str = ""
     intrinsics: CameraIntrinsics | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    #: Optional synchroniser settings (`sync:` in the rig file): offset_ms, tolerance_ms,
+    #: timeout_ms, buffer_size; absent keys are derived from rate and latency by `core.sync`.
+    sync: dict[str, float] = field(default_factory=dict)
 
     @property
     def period_s(self) -> float:
@@ -140,8 +143,33 @@ def parse_intrinsics(value: Any, key: str, source: str = "") -> CameraIntrinsics
 
 _SENSOR_KEYS = {
     "modality", "topic", "frame_id", "rate_hz", "latency_ms", "jitter_ms", "extrinsics",
-    "intrinsics", "info_topic", "child_frame_id", "model",
+    "intrinsics", "info_topic", "child_frame_id", "model", "sync",
 }
+_SYNC_KEYS = ("offset_ms", "tolerance_ms", "timeout_ms", "buffer_size")
+
+
+def parse_sync(value: Any, key: str, source: str = "") -> dict[str, float]:
+    """`sync: {offset_ms, tolerance_ms, timeout_ms, buffer_size}` (all optional) → validated dict."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a mapping with any of {list(_SYNC_KEYS)}", source)
+    unknown = set(value) - set(_SYNC_KEYS)
+    if unknown:
+        raise ConfigError(key, f"unknown keys {sorted(unknown)} (use {', '.join(_SYNC_KEYS)})", source)
+    out: dict[str, float] = {}
+    if "offset_ms" in value:
+        out["offset_ms"] = _num(value["offset_ms"], f"{key}.offset_ms", source)
+    if "tolerance_ms" in value:
+        out["tolerance_ms"] = _num(value["tolerance_ms"], f"{key}.tolerance_ms", source, positive=True)
+    if "timeout_ms" in value:
+        out["timeout_ms"] = _num(value["timeout_ms"], f"{key}.timeout_ms", source, minimum=0.0)
+    if "buffer_size" in value:
+        b = value["buffer_size"]
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 100_000:
+            raise ConfigError(f"{key}.buffer_size", f"expected an integer in [1, 100000], got {b!r}", source)
+        out["buffer_size"] = b
+    return out
 
 
 def _parse_sensor(name: str, d: Any, source: str) -> SensorSpec:
@@ -191,6 +219,7 @@ def _parse_sensor(name: str, d: Any, source: str) -> SensorSpec:
         child_frame_id=str(d.get("child_frame_id", "")),
         intrinsics=intr,
         model=copy.deepcopy(model),
+        sync=parse_sync(d.get("sync"), f"{key}.sync", source),
     )
 
 

@@ -80,6 +80,12 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("max_points", 2_000_000, "point clouds with more points are rejected (memory bound)", 1,
               1_000_000_000, read_only=False),
     ParamSpec("autostart", True, "configure + activate at start (no lifecycle manager needed)"),
+    ParamSpec("sync_reference", "", "sensor whose messages trigger fusion bundles; empty = the rig's first LiDAR"),
+    ParamSpec("sync_watchdog", True, "trigger bundles at the reference's nominal rate while it is silent"),
+    ParamSpec("recover_count", 3, "healthy messages in a row before a STALE/MISSING/frozen sensor is OK again",
+              1, 1000),
+    ParamSpec("frozen_repeats", 3, "a sensor repeating an identical payload this many times in a row is frozen",
+              1, 1000),
 )
 SPECS_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
 _TYPE_WORDS = {
@@ -105,6 +111,10 @@ class FusionNodeParams:
     max_age_s: float = 10.0
     max_points: int = 2_000_000
     autostart: bool = True
+    sync_reference: str = ""
+    sync_watchdog: bool = True
+    recover_count: int = 3
+    frozen_repeats: int = 3
 
     @property
     def rig_path(self) -> Path:
