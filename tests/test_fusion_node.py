@@ -105,6 +105,30 @@ def test_nonfinite_points_are_dropped_and_counted(node: FusionNode) -> None:
     assert diag["ros_fusion/lidar_top"]["values"]["points_dropped.nonfinite"] == 3
 
 
+def test_imu_feeds_ego_motion_and_its_health_is_reported(node: FusionNode) -> None:
+    from sensor_msgs.msg import Imu
+
+    from ros_fusion.ros.stamps import header
+
+    st = next(s for s in node._streams if s.sensor.name == "imu")
+    now = node.get_clock().now().nanoseconds
+    t0 = now - 2_000_000_000
+    for i in range(100):  # 1 s at 100 Hz, standing still
+        m = Imu(header=header(t0 + i * 10_000_000, "imu_link"))
+        m.linear_acceleration.z = 9.81
+        if i == 50:
+            m.angular_velocity.z = 40.0  # a one-sample spike: implausible next to its neighbours
+        node.handle_message(st, m)
+    assert node.health["imu"].received == 100
+    values = node.fusion_values(set())
+    assert values["ego_motion.mode"] == "imu"
+    assert values["ego_motion.imu_accepted"] == 99
+    assert sum(v for k, v in values.items() if k.startswith("ego_motion.imu_rejected.")) == 1
+    # the spike did not turn the vehicle: 1 s of standing still stays (almost) the identity
+    rel = node.ego.relative_pose(t0 + 100_000_000, t0 + 990_000_000)
+    assert np.allclose(rel, np.eye(4), atol=1e-3)
+
+
 def test_activate_publishes_and_diagnostics_roundtrip(node: FusionNode) -> None:
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     st = _lidar_stream(node)
@@ -150,6 +174,9 @@ def test_frozen_cloud_is_flagged_stale_and_recovers_with_hysteresis(node: Fusion
     snap = h.snapshot(t + 8 * period)
     assert snap.frozen and snap.state is SensorState.STALE and snap.message.startswith("STALE: frozen data")
     assert snap.frozen_episodes == 1 and snap.frozen_messages == 4
+    diag = parse_diagnostic_array(health_to_diagnostic_array(node.health.snapshot(t + 8 * period), t + 8 * period))
+    assert diag["ros_fusion/lidar_top"]["values"]["frozen"] == 1
+    assert diag["ros_fusion/lidar_top"]["values"]["frozen_episodes"] == 1
     node.handle_message(st, _cloud(t + 9 * period, n=50))  # data moves again: recovering, not yet OK
     assert h.update(t + 9 * period) is SensorState.STALE and h.recovering
     for i in range(10, 12):

@@ -107,7 +107,7 @@ class DriveClock:
 #: What the node's health can show for each fault kind today (grows with the sync issue).
 FAULT_EXPECTATION = {
     "drop": "STALE after its timeout, OK again when data returns",
-    "freeze": "frozen-data detection lands with the time-sync issue: not flagged yet",
+    "freeze": "identical payloads detected: STALE (frozen data) until fresh data has been healthy a few times",
     "delay": "stamps jump back at the start (stamp_backwards rejects); ages grow by the delay",
     "noise": "not a health matter: the pipeline's detections degrade instead",
 }

@@ -54,6 +54,12 @@ def sensor_status(snap: SensorSnapshot) -> DiagnosticStatus:
     values += [_kv(f"dropped.{r}", n) for r, n in sorted(snap.dropped.items())]
     values += [_kv(f"points_dropped.{r}", n) for r, n in sorted(snap.points_dropped.items())]
     values.append(_kv("stamp_resets", snap.stamp_resets))
+    values += [
+        _kv("frozen", int(snap.frozen)),
+        _kv("frozen_messages", snap.frozen_messages),
+        _kv("frozen_episodes", snap.frozen_episodes),
+        _kv("recovering", int(snap.recovering)),
+    ]
     if snap.silent_s is not None:
         values.append(_kv("silent_s", snap.silent_s))
     return DiagnosticStatus(

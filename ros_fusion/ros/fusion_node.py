@@ -42,6 +42,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
+from ..core.ego_motion import PoseHistory
 from ..core.health import HealthMonitor, Level, SensorHealth, health_configs_from_rig
 from ..core.rig import ConfigError, Rig, SensorSpec
 from ..core.sync import Bundle, BundleStats, Synchroniser, default_reference, describe_bundle, stream_configs_from_rig
@@ -174,6 +175,7 @@ class FusionNode(LifecycleNode):
         self.latest: dict[str, Any] = {}  # sensor (or sensor + "/info") → last accepted core object
         self.reference: str | None = None
         self.sync: Synchroniser | None = None
+        self.ego: PoseHistory | None = None
         self.bundle_stats = BundleStats([])
         self._sync_timer: Any = None
         self.obstacles_published = 0
@@ -222,6 +224,9 @@ class FusionNode(LifecycleNode):
             max_future_ns=params.max_future_ns, max_age_ns=params.max_age_ns,
         )
         self.bundle_stats = BundleStats(rig.sensors)
+        # Ego-motion from the rig's IMU (+ wheel odometry): the pipeline compensates each
+        # bundle to its trigger time with it; here it is fed and its health reported.
+        self.ego = PoseHistory.from_rig(rig)
         if not rig.of(Modality.LIDAR):
             self.get_logger().warning(f"rig has no LiDAR: bundles are triggered by {reference}")
         for st in streams:
@@ -282,6 +287,7 @@ class FusionNode(LifecycleNode):
         self._streams = []
         self.params = None
         self.sync = None
+        self.ego = None
 
     # --- parameters at runtime ---------------------------------------------------
     def _validate_param_change(self, changes: list[Parameter]) -> SetParametersResult:
@@ -345,6 +351,11 @@ class FusionNode(LifecycleNode):
                 return
             health.on_message(obj.stamp_ns, now_ns, message_digest(msg))
             self.latest[name] = obj
+            if self.ego is not None:
+                if stream.sensor.modality is Modality.IMU:
+                    self.ego.add_imu(obj)  # never raises: bad samples are counted in ego.stats
+                elif stream.sensor.modality is Modality.ODOMETRY:
+                    self.ego.add_odometry(obj)
             if self.sync is not None:
                 sync_reason = self.sync.add(name, obj.stamp_ns, now_ns, obj)
                 if sync_reason is not None:  # accepted by health, refused by the synchroniser: counted
@@ -419,6 +430,19 @@ class FusionNode(LifecycleNode):
             values[f"matched_pct.{name}"] = st["matched_pct"]
             if st["age_ms_p50"] is not None:
                 values[f"age_ms_p50.{name}"] = st["age_ms_p50"]
+        if self.ego is not None:
+            es = self.ego.stats
+            values["ego_motion.mode"] = self.ego.mode
+            values["ego_motion.stationary"] = int(bool(self.ego.stationary))
+            values["ego_motion.imu_accepted"] = es.imu_accepted
+            values["ego_motion.odometry_accepted"] = es.odometry_accepted
+            values["ego_motion.short_gaps"] = es.short_gaps
+            values["ego_motion.long_gaps"] = es.long_gaps
+            values["ego_motion.resets"] = es.resets
+            for reason, n in sorted(es.imu_rejected.items()):
+                values[f"ego_motion.imu_rejected.{reason}"] = n
+            for reason, n in sorted(es.odometry_rejected.items()):
+                values[f"ego_motion.odometry_rejected.{reason}"] = n
         if self.sync is not None:
             ss = self.sync.stats()
             values["sync_resets"] = ss["resets"]
