@@ -36,9 +36,11 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml
 
 venv: system-deps $(STAMP)
 
-# torch (CPU, pinned) + onnx for training/export and their tests; never needed at run time.
-$(TRAIN_STAMP): $(STAMP) requirements-train.txt
-	$(PY) -m pip install -q -r requirements-train.txt
+# torch (CPU, pinned) + onnx for training/export, nuscenes-devkit for the converters;
+# what the tests need beyond the runtime, never needed to run the node.
+$(TRAIN_STAMP): $(STAMP) requirements-train.txt requirements-datasets.txt
+	$(PY) -m pip install -q -r requirements-train.txt -r requirements-datasets.txt
+	$(PY) -m pip install -q --no-deps nuscenes-devkit==1.2.0
 	@touch $(TRAIN_STAMP)
 
 venv-train: venv $(TRAIN_STAMP)

@@ -10,7 +10,9 @@ import pytest
 
 from ros_fusion.cli import build_parser, main
 
-SUBCOMMANDS = ("demo", "simulate", "launch", "replay", "record", "info", "dataset", "train", "export", "build-engines")
+SUBCOMMANDS = (
+    "demo", "simulate", "launch", "replay", "record", "info", "convert", "dataset", "train", "export", "build-engines",
+)
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -104,6 +104,22 @@ class Image:
 
 
 @dataclass
+class CompressedImage:
+    """An already-encoded camera frame (JPEG or PNG bytes) carried as it is.
+
+    Dataset converters use it so a recorded JPEG reaches the bag byte for byte
+    (no decode/re-encode loss, no CPU spent); `format` follows image_transport
+    (``"jpeg"``, ``"png"`` or ``"rgb8; jpeg compressed bgr8"``). Readers decode
+    it into an `Image` (ros/messages.py `from_message`).
+    """
+
+    stamp_ns: int
+    frame_id: str
+    data: bytes
+    format: str = "jpeg"
+
+
+@dataclass
 class CameraIntrinsics:
     """Pinhole intrinsics + distortion as in sensor_msgs/CameraInfo.
 

@@ -16,16 +16,20 @@ Rejection reasons: ``nan``, ``range``, ``size``, ``intrinsics``,
 
 from __future__ import annotations
 
+import array
+
 import numpy as np
 from geometry_msgs.msg import Quaternion, Vector3
 from nav_msgs.msg import Odometry as OdometryMsg
 from sensor_msgs.msg import CameraInfo as CameraInfoMsg
+from sensor_msgs.msg import CompressedImage as CompressedImageMsg
 from sensor_msgs.msg import Imu, PointCloud2
 
 from ..core.types import (
     OBSTACLE_FIELDS,
     CameraInfo,
     CameraIntrinsics,
+    CompressedImage,
     Image,
     ImuSample,
     Obstacles,
@@ -33,7 +37,13 @@ from ..core.types import (
     PointCloud,
     RejectedInput,
 )
-from .image import compressed_to_image, image_msg_to_image, image_to_compressed, image_to_image_msg
+from .image import (
+    MAX_COMPRESSED_BYTES,
+    compressed_to_image,
+    image_msg_to_image,
+    image_to_compressed,
+    image_to_image_msg,
+)
 from .obstacles import obstacles_to_pointcloud2, pointcloud2_to_obstacles
 from .pointcloud import cloud_to_pointcloud2, pointcloud2_to_cloud
 from .stamps import header, stamp_to_ns
@@ -246,6 +256,27 @@ def odometry_to_msg(o: Odometry) -> OdometryMsg:
     return msg
 
 
+# --------------------------------------------------------------------------- CompressedImage
+
+
+def compressed_payload_to_msg(img: CompressedImage) -> CompressedImageMsg:
+    """Already-encoded bytes → sensor_msgs/CompressedImage, unchanged (a recorded JPEG stays bit-exact).
+
+    Empty or oversized payloads are rejected here rather than written to a bag
+    that every reader would then have to reject.
+    """
+    data = bytes(img.data)
+    if not data:
+        raise RejectedInput("empty", "compressed image has no data", "data")
+    if len(data) > MAX_COMPRESSED_BYTES:
+        raise RejectedInput("too_large", f"{len(data)} bytes > {MAX_COMPRESSED_BYTES}", "data")
+    msg = CompressedImageMsg()
+    msg.header = header(img.stamp_ns, img.frame_id)
+    msg.format = str(img.format)
+    msg.data = array.array("B", data)
+    return msg
+
+
 # --------------------------------------------------------------------------- dispatch
 
 
@@ -257,12 +288,15 @@ def to_message(payload, topic_hint: str | None = None):
     """Core payload → its ROS message.
 
     An Image goes out as CompressedImage (JPEG) when `topic_hint` ends in
-    ``compressed``; Obstacles go out as the obstacles PointCloud2 table.
+    ``compressed``; a `CompressedImage` payload goes out with its bytes as they
+    are; Obstacles go out as the obstacles PointCloud2 table.
     """
     if isinstance(payload, PointCloud):
         return cloud_to_pointcloud2(payload)
     if isinstance(payload, Image):
         return image_to_compressed(payload) if _is_compressed_topic(topic_hint) else image_to_image_msg(payload)
+    if isinstance(payload, CompressedImage):
+        return compressed_payload_to_msg(payload)
     if isinstance(payload, CameraInfo):
         return camera_info_to_msg(payload)
     if isinstance(payload, ImuSample):

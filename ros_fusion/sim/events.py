@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.types import CameraInfo, Image, ImuSample, Obstacles, Odometry, PointCloud
+from ..core.types import CameraInfo, CompressedImage, Image, ImuSample, Obstacles, Odometry, PointCloud
 
-Payload = PointCloud | Image | CameraInfo | ImuSample | Odometry | Obstacles
+Payload = PointCloud | Image | CompressedImage | CameraInfo | ImuSample | Odometry | Obstacles
 
 #: Topic of simulated ground truth (DESIGN §5), same row layout as `~/obstacles`.
 GROUND_TRUTH_TOPIC = "/ground_truth/obstacles"
