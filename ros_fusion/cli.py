@@ -11,9 +11,22 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import build_engines, convert, dataset, demo, export, info, launch, record, replay, simulate, train
+from .commands import (
+    build_engines,
+    convert,
+    dataset,
+    demo,
+    eval_model,
+    export,
+    info,
+    launch,
+    record,
+    replay,
+    simulate,
+    train,
+)
 
-COMMANDS = (demo, simulate, launch, replay, record, info, convert, dataset, train, export, build_engines)
+COMMANDS = (demo, simulate, launch, replay, record, info, convert, dataset, train, export, eval_model, build_engines)
 
 EPILOG = """\
 typical session:

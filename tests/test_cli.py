@@ -11,7 +11,8 @@ import pytest
 from ros_fusion.cli import build_parser, main
 
 SUBCOMMANDS = (
-    "demo", "simulate", "launch", "replay", "record", "info", "convert", "dataset", "train", "export", "build-engines",
+    "demo", "simulate", "launch", "replay", "record", "info", "convert", "dataset", "train", "export", "eval-model",
+    "build-engines",
 )
 
 
