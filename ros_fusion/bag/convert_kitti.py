@@ -304,6 +304,25 @@ def group_by_calib(frames: Sequence[KittiFrame], report: ConversionReport,
     return list(groups.values())
 
 
+def calibration_groups(base: Path, frames: Sequence[int] | None, report: ConversionReport) -> list:
+    """Index a KITTI-layout split, keep the requested frames, group them by calibration.
+
+    Shared by KITTI and View-of-Delft (same layout); raises ConversionError when
+    nothing usable is left, naming the folder and the first problems found.
+    """
+    all_frames = index_frames(base)
+    if frames is not None:
+        wanted = set(frames)
+        all_frames = [f for f in all_frames if f.frame in wanted]
+    if not all_frames:
+        raise ConversionError(f"{base}: no frames found (velodyne/*.bin, image_2/*.png, calib/*.txt)")
+    groups = group_by_calib(all_frames, report)
+    if not groups:
+        raise ConversionError(f"{base}: no frame has a usable calibration: "
+                              + "; ".join(str(i) for i in report.skipped[:5]))
+    return groups
+
+
 def convert_kitti(
     root: str | Path,
     *,
@@ -321,16 +340,7 @@ def convert_kitti(
     root = Path(root)
     base = find_split(root, split)
     report = ConversionReport()
-    all_frames = index_frames(base)
-    if frames is not None:
-        wanted = set(frames)
-        all_frames = [f for f in all_frames if f.frame in wanted]
-    if not all_frames:
-        raise ConversionError(f"{base}: no frames found (velodyne/*.bin, image_2/*.png, calib/*.txt)")
-    groups = group_by_calib(all_frames, report)
-    if not groups:
-        raise ConversionError(f"{base}: no frame has a usable calibration: "
-                              + "; ".join(str(i) for i in report.skipped[:5]))
+    groups = calibration_groups(base, frames, report)
     stem = name or root.resolve().name or "kitti"
     drives = []
     for gi, g in enumerate(groups):

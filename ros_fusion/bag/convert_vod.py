@@ -59,8 +59,7 @@ from .convert_kitti import (
     KittiCalib,
     _group_drive,
     base_from_velo,
-    group_by_calib,
-    index_frames,
+    calibration_groups,
     parse_labels,
     read_calib,
 )
@@ -153,16 +152,7 @@ def convert_vod(
     report = ConversionReport()
     if not radar_base.is_dir():
         report.warn(radar_base, "missing: converting without radar")
-    all_frames = index_frames(lidar_base)
-    if frames is not None:
-        wanted = set(frames)
-        all_frames = [f for f in all_frames if f.frame in wanted]
-    if not all_frames:
-        raise ConversionError(f"{lidar_base}: no frames found")
-    groups = group_by_calib(all_frames, report)
-    if not groups:
-        raise ConversionError(f"{lidar_base}: no frame has a usable calibration: "
-                              + "; ".join(str(i) for i in report.skipped[:5]))
+    groups = calibration_groups(lidar_base, frames, report)
     stem = name or root.resolve().name or "vod"
     drives = []
     for gi, g in enumerate(groups):
