@@ -25,7 +25,7 @@ from ros_fusion.core.transforms import invert_transform
 from ros_fusion.core.types import NS_PER_S, Odometry
 from ros_fusion.paths import default_rig_path
 from ros_fusion.sim.drive import DriveSimulator
-from ros_fusion.sim.ego import DT, EgoTrajectory
+from ros_fusion.sim.ego import DT, EgoTrajectory, TrueMotion
 from ros_fusion.sim.events import SIM_EPOCH_NS
 from ros_fusion.sim.inertial import ImuModel, WheelOdometry
 
@@ -58,25 +58,8 @@ def planned_ego(t0: float, t1: float, speed, yaw_rate, anchor: tuple[float, floa
     return EgoTrajectory(t, np.zeros_like(t), X, Y, yaw + anchor[2] - yawa, v, a, w, 0.0)
 
 
-class TruePoses:
-    """The simulator's trajectory behind the PoseHistory query interface (the 'true poses' case)."""
-
-    def __init__(self, ego: EgoTrajectory) -> None:
-        self.ego = ego
-
-    def _T(self, times_ns) -> np.ndarray:
-        t = (np.asarray(times_ns, dtype=np.int64) - SIM_EPOCH_NS) / NS_PER_S
-        return self.ego.world_from_base(t)
-
-    def relative_poses(self, times_from_ns, t_to_ns: int) -> np.ndarray:
-        return invert_transform(self._T([t_to_ns])[0]) @ self._T(times_from_ns)
-
-    def relative_pose(self, t_from_ns: int, t_to_ns: int) -> np.ndarray:
-        return self.relative_poses([t_from_ns], t_to_ns)[0]
-
-    def velocity(self, t_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        v, _, w = self.ego.kinematics((t_ns - SIM_EPOCH_NS) / NS_PER_S)
-        return np.array([float(v), 0.0, 0.0]), np.array([0.0, 0.0, float(w)])
+# The simulator's trajectory behind the PoseHistory query interface (the 'true poses' case).
+TruePoses = TrueMotion
 
 
 def feed(history: PoseHistory, r: Rig, ego: EgoTrajectory, t0: float, t1: float, seed: int,

@@ -9,24 +9,24 @@ import pytest
 
 from ros_fusion.core import network_io as nio
 from ros_fusion.core.bev import BevGrid
+from ros_fusion.core.compensation import compensate_radar, deskew_lidar
 from ros_fusion.core.rig import load_rig
 from ros_fusion.core.transforms import invert_transform, xyz_rpy_to_transform
 from ros_fusion.core.types import NS_PER_S, PointCloud
 from ros_fusion.paths import default_rig_path
 from ros_fusion.sim.dataset import (
     DriveSamples,
+    _point_times_ns,
     check_splits,
-    deskew_lidar,
     frame_gt,
     frame_inputs,
     frame_targets,
     generate_dataset,
     load_shard,
-    radar_to_t,
     read_manifest,
 )
 from ros_fusion.sim.drive import DriveSimulator
-from ros_fusion.sim.ego import EgoTrajectory
+from ros_fusion.sim.ego import EgoTrajectory, TrueMotion
 from ros_fusion.sim.events import SIM_EPOCH_NS
 from ros_fusion.sim.lidar import LIDAR_DTYPE
 
@@ -70,7 +70,8 @@ def test_deskew_puts_static_points_where_they_are_at_t() -> None:
     cloud = PointCloud(SIM_EPOCH_NS + int(T_s * NS_PER_S), "lidar_top", pts)
     expect = pw @ invert_transform(ego.world_from_base(T_s)[0])[:3, :3].T + invert_transform(
         ego.world_from_base(T_s)[0])[:3, 3]
-    out = deskew_lidar(cloud, ego, E)
+    # what dataset generation does: core.compensation fed with the simulator's true motion
+    out = deskew_lidar(cloud.xyz(), _point_times_ns(cloud), cloud.stamp_ns, TrueMotion(ego), E)
     # float32 storage of x, y, z and t (t to ~4 ns) limits agreement to millimetres
     assert np.abs(out - expect).max() < 5e-3
     # without deskew the error is the motion within the sweep (up to 2 m at 20 m/s)
@@ -88,7 +89,8 @@ def test_radar_doppler_compensation(rig) -> None:
             gts[ev.stamp_ns] = ev.payload
         elif ev.sensor == "radar_front" and gts:
             scan = ev.payload
-            xyz, _, v = radar_to_t(scan, sim.world.ego, spec.extrinsic, scan.stamp_ns)
+            xyz, v = compensate_radar(scan.xyz(), np.asarray(scan.points["v_r"]), scan.stamp_ns, scan.stamp_ns,
+                                      TrueMotion(sim.world.ego), spec.extrinsic)
             gt = min(gts.values(), key=lambda g: abs(g.stamp_ns - scan.stamp_ns))
             d = np.hypot(xyz[:, None, 0] - gt.boxes[None, :, 0], xyz[:, None, 1] - gt.boxes[None, :, 1])
             near = d.argmin(axis=1)

@@ -3,9 +3,10 @@
 For every (scenario, seed) a `DriveSimulator` runs; at each LiDAR sweep (time
 T = its stamp) the nearest camera image and radar scan and the IMU history go
 through the SAME `core.preprocess.Preprocessor` the live pipeline uses, and
-the ground truth at T through `core.centerhead.encode`. Ego-motion comes from
-the simulator's true trajectory here (the ego-motion estimator is evaluated
-separately, so training data is not tied to its errors):
+the ground truth at T through `core.centerhead.encode`. Compensation to T is
+`core.compensation` — the code the live pipeline runs — fed with the simulator's
+true trajectory (`sim.ego.TrueMotion`) rather than the IMU estimate (the
+estimator is evaluated separately, so training data is not tied to its errors):
 - LiDAR deskew: each point moved from the sensor pose at its firing time
   (field `t`) into base_link at T;
 - radar: points moved from base_link at the scan time to base_link at T, Doppler
@@ -41,13 +42,12 @@ from ..core import network_io as nio
 from ..core.bev import tune_allocator
 from ..core.camera_lift import normalise_image, resize_image
 from ..core.centerhead import Targets, encode_obstacles
+from ..core.compensation import compensate_radar, deskew_lidar
 from ..core.preprocess import CameraFrame, Preprocessor, SensorFrame
 from ..core.rig import Rig, SensorSpec
-from ..core.transforms import invert_transform
 from ..core.types import NS_PER_S, Image, ImuSample, Modality, Obstacles, PointCloud
 from .drive import DriveSimulator
-from .ego import EgoTrajectory
-from .events import SIM_EPOCH_NS
+from .ego import EgoTrajectory, TrueMotion
 
 DATASET_VERSION = 1
 JPEG_QUALITY = 90  # what ros/image.py's image_to_compressed uses by default
@@ -57,58 +57,14 @@ SPLITS = ("train", "val", "test")
 ProgressFn = Callable[[int, str], None]
 
 
-# ----------------------------------------------------------------------------- ego-motion helpers
-def _sim_s(stamp_ns: int | np.ndarray) -> np.ndarray:
-    return (np.asarray(stamp_ns, np.int64) - SIM_EPOCH_NS) / NS_PER_S
+# ----------------------------------------------------------------------------- ego-motion
+# Training data is compensated by `core.compensation` — the code the live pipeline runs —
+# fed with the simulator's true motion (`sim.ego.TrueMotion`) instead of the IMU estimate.
 
 
-def relative_pose(ego: EgoTrajectory, t_from: float, t_to: float) -> np.ndarray:
-    """base_link at sim time `t_from` expressed in base_link at `t_to` (4×4)."""
-    W = ego.world_from_base(np.array([t_from, t_to]))
-    return invert_transform(W[1]) @ W[0]
-
-
-def deskew_lidar(cloud: PointCloud, ego: EgoTrajectory, extrinsic: np.ndarray) -> np.ndarray:
-    """(N, 3) points of a sweep in base_link at the sweep stamp, each moved from its own firing pose.
-
-    The simulated ego drives on flat ground (planar poses), so the per-point motion is a
-    2D rotation + translation; the sensor→base_link `extrinsic` is applied in full first.
-    """
-    p = cloud.xyz().astype(np.float64) @ extrinsic[:3, :3].T + extrinsic[:3, 3]
-    T_s = float(_sim_s(cloud.stamp_ns))
-    t_pt = T_s + np.asarray(cloud.points["t"], np.float64)
-    x, y, yaw = ego.pose(t_pt)
-    xT, yT, yawT = (float(v[0]) for v in ego.pose(np.array([T_s])))
-    c, s = np.cos(yaw), np.sin(yaw)
-    wx = c * p[:, 0] - s * p[:, 1] + x - xT
-    wy = s * p[:, 0] + c * p[:, 1] + y - yT
-    cT, sT = np.cos(yawT), np.sin(yawT)
-    out = np.empty_like(p)
-    out[:, 0] = cT * wx + sT * wy
-    out[:, 1] = -sT * wx + cT * wy
-    out[:, 2] = p[:, 2]
-    return out
-
-
-def radar_to_t(cloud: PointCloud, ego: EgoTrajectory, extrinsic: np.ndarray,
-               t_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Radar scan → (xyz in base_link at `t_ns`, rcs, ego-compensated v_r).
-
-    v_r is the range rate relative to the moving sensor; adding the sensor's own
-    velocity along the line of sight gives the target's radial velocity over ground.
-    """
-    ps = cloud.xyz().astype(np.float64)
-    t_r = float(_sim_s(cloud.stamp_ns))
-    v, _, w = (float(a) for a in ego.kinematics(t_r))
-    lever = extrinsic[:3, 3]
-    v_base = np.array([v - w * lever[1], w * lever[0], 0.0])  # v·x̂ + ω ẑ × r
-    v_sensor = extrinsic[:3, :3].T @ v_base
-    rng = np.linalg.norm(ps, axis=1)
-    u = ps / np.maximum(rng, 1e-6)[:, None]
-    v_comp = np.asarray(cloud.points["v_r"], np.float64) + u @ v_sensor
-    M = relative_pose(ego, t_r, float(_sim_s(t_ns))) @ extrinsic
-    xyz = ps @ M[:3, :3].T + M[:3, 3]
-    return xyz, np.asarray(cloud.points["rcs"], np.float64), v_comp
+def _point_times_ns(cloud: PointCloud) -> np.ndarray:
+    """Absolute per-point firing times from the simulated sweep's relative `t` field (seconds)."""
+    return cloud.stamp_ns + np.rint(np.asarray(cloud.points["t"], np.float64) * NS_PER_S).astype(np.int64)
 
 
 def jpeg_round_trip(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
@@ -202,14 +158,16 @@ class DriveSamples:
     def _frame(self, cloud: PointCloud, gt: Obstacles, cams: dict, radars: dict, imu: deque,
                ego: EgoTrajectory) -> DatasetFrame:
         T = cloud.stamp_ns
-        xyz = deskew_lidar(cloud, ego, self.lidar.extrinsic)
+        motion = TrueMotion(ego)
+        xyz = deskew_lidar(cloud.xyz(), _point_times_ns(cloud), T, motion, self.lidar.extrinsic)
         r_xyz, r_rcs, r_v = [], [], []
         for spec in self.radars:
             scan = _nearest(radars[spec.name], T, int(spec.period_s * NS_PER_S))
             if scan is not None:
-                a, b, c = radar_to_t(scan, ego, spec.extrinsic, T)
+                a, c = compensate_radar(scan.xyz(), np.asarray(scan.points["v_r"]), scan.stamp_ns, T, motion,
+                                        spec.extrinsic)
                 r_xyz.append(a)
-                r_rcs.append(b)
+                r_rcs.append(np.asarray(scan.points["rcs"], np.float64))
                 r_v.append(c)
         camera_frames: list[CameraFrame | None] = []
         small = np.zeros((self.pre.n_cameras, nio.CAM_H, nio.CAM_W, 3), np.uint8)
@@ -220,7 +178,7 @@ class DriveSamples:
                 continue
             data = jpeg_round_trip(img.data) if self.jpeg[spec.name] else img.data
             small[k] = resize_image(data, img.encoding)
-            pose = relative_pose(ego, float(_sim_s(img.stamp_ns)), float(_sim_s(T)))
+            pose = motion.relative_pose(img.stamp_ns, T)  # base_link at capture → at T
             camera_frames.append(CameraFrame(small[k], spec.intrinsics, spec.extrinsic, pose, "rgb8", spec.name))
         frame = SensorFrame(
             stamp_ns=T,

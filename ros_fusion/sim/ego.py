@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.transforms import invert_transform
+from ..core.types import NS_PER_S
+from .events import SIM_EPOCH_NS
 from .road import Road
 
 DT = 0.002  # [s] table step; poses between samples are linearly interpolated
@@ -110,3 +113,38 @@ def build_ego(rng: np.random.Generator, road: Road, duration_s: float, s_start: 
     yaw = np.unwrap(h)
     yaw_rate = np.gradient(yaw, DT)
     return EgoTrajectory(t, s_c, x, y, yaw, v, a, yaw_rate, d)
+
+
+class TrueMotion:
+    """The simulator's true trajectory behind the query interface of `core.ego_motion.PoseHistory`.
+
+    `core.compensation` needs only ``relative_pose(s)`` and ``velocity`` (and
+    ``check``); with this adapter, training data is compensated by the very same
+    code the live pipeline uses, fed with ground-truth motion instead of the
+    IMU/odometry estimate. Times are int64 ns stamps (sim t = 0 at SIM_EPOCH_NS).
+    """
+
+    def __init__(self, ego: EgoTrajectory) -> None:
+        self.ego = ego
+
+    @staticmethod
+    def _sim_s(times_ns) -> np.ndarray:
+        return (np.asarray(times_ns, dtype=np.int64) - SIM_EPOCH_NS) / NS_PER_S
+
+    def relative_poses(self, times_from_ns, t_to_ns: int) -> np.ndarray:
+        """(N, 4, 4): base_link at each time in base_link at `t_to_ns` (p_to = M @ p_from)."""
+        W = self.ego.world_from_base(self._sim_s(np.atleast_1d(times_from_ns)))
+        return invert_transform(self.ego.world_from_base(self._sim_s([t_to_ns]))[0]) @ W
+
+    def relative_pose(self, t_from_ns: int, t_to_ns: int) -> np.ndarray:
+        return self.relative_poses([t_from_ns], t_to_ns)[0]
+
+    def velocity(self, t_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """(velocity over ground, angular velocity) of base_link, base_link axes (planar motion)."""
+        v, _, w = self.ego.kinematics(float(self._sim_s(t_ns)))
+        return np.array([float(v), 0.0, 0.0]), np.array([0.0, 0.0, float(w)])
+
+    def check(self, t_from_ns: int, t_to_ns: int) -> str | None:
+        t0, t1 = float(self.ego.t[0]), float(self.ego.t[-1])
+        lo, hi = self._sim_s([min(t_from_ns, t_to_ns), max(t_from_ns, t_to_ns)])
+        return "before_history" if lo < t0 else "after_history" if hi > t1 else None
