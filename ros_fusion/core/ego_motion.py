@@ -298,30 +298,42 @@ class PoseHistory:
         return self._s + self._n - 1
 
     # ------------------------------------------------------------------ input
+    def _screen(self, kind: str, msg: object, frame: str, expected_frame: str, a: object, b: object,
+                limit_a: float, limit_b: float) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """Checks IMU and odometry samples share: stamp, frame, two finite 3-vectors within limits.
+
+        Returns (stamp_ns, a, b), or None after counting the reason under `kind`.
+        """
+        st = self.stats
+        t = getattr(msg, "stamp_ns", None)
+        if not _valid_stamp(t):
+            st.reject(kind, "bad_stamp")
+            return None
+        if expected_frame and frame and frame != expected_frame:
+            st.reject(kind, "frame")
+            return None
+        va, vb = _vec3(a), _vec3(b)
+        if va is None or vb is None:
+            st.reject(kind, "shape")
+            return None
+        if not (np.all(np.isfinite(va)) and np.all(np.isfinite(vb))):
+            st.reject(kind, "nonfinite")
+            return None
+        if np.linalg.norm(va) > limit_a or np.linalg.norm(vb) > limit_b:
+            st.reject(kind, "out_of_range")
+            return None
+        return int(t), va, vb
+
     def add_imu(self, sample: ImuSample) -> bool:
         """Integrate one IMU sample; returns False (and counts why) when it is rejected."""
         st = self.stats
         st.imu_received += 1
         c = self.config
-        t = getattr(sample, "stamp_ns", None)
-        if not _valid_stamp(t):
-            st.reject("imu", "bad_stamp")
+        screened = self._screen("imu", sample, sample.frame_id, c.imu_frame, sample.angular_velocity,
+                                sample.linear_acceleration, c.gyro_limit_rad_s, c.accel_limit_m_s2)
+        if screened is None:
             return False
-        t = int(t)
-        if c.imu_frame and sample.frame_id and sample.frame_id != c.imu_frame:
-            st.reject("imu", "frame")
-            return False
-        w_raw = _vec3(sample.angular_velocity)
-        f_raw = _vec3(sample.linear_acceleration)
-        if w_raw is None or f_raw is None:
-            st.reject("imu", "shape")
-            return False
-        if not (np.all(np.isfinite(w_raw)) and np.all(np.isfinite(f_raw))):
-            st.reject("imu", "nonfinite")
-            return False
-        if np.linalg.norm(w_raw) > c.gyro_limit_rad_s or np.linalg.norm(f_raw) > c.accel_limit_m_s2:
-            st.reject("imu", "out_of_range")
-            return False
+        t, w_raw, f_raw = screened
         if self._last_imu_t is not None and t == self._last_imu_t:
             st.reject("imu", "duplicate")
             return False
@@ -386,25 +398,11 @@ class PoseHistory:
         st = self.stats
         st.odometry_received += 1
         c = self.config
-        t = getattr(odo, "stamp_ns", None)
-        if not _valid_stamp(t):
-            st.reject("odometry", "bad_stamp")
+        screened = self._screen("odometry", odo, odo.child_frame_id, c.base_frame, odo.linear_velocity,
+                                odo.angular_velocity, c.speed_limit_m_s, c.gyro_limit_rad_s)
+        if screened is None:
             return False
-        t = int(t)
-        if c.base_frame and odo.child_frame_id and odo.child_frame_id != c.base_frame:
-            st.reject("odometry", "frame")
-            return False
-        v = _vec3(odo.linear_velocity)
-        w = _vec3(odo.angular_velocity)
-        if v is None or w is None:
-            st.reject("odometry", "shape")
-            return False
-        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(w))):
-            st.reject("odometry", "nonfinite")
-            return False
-        if np.linalg.norm(v) > c.speed_limit_m_s or np.linalg.norm(w) > c.gyro_limit_rad_s:
-            st.reject("odometry", "out_of_range")
-            return False
+        t, v, w = screened
         if self._last_odo_t is not None:
             d = t - self._last_odo_t
             if d == 0:
