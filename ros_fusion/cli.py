@@ -12,10 +12,12 @@ import sys
 
 from . import __version__
 from .commands import (
+    bench,
     build_engines,
     convert,
     dataset,
     demo,
+    eval,
     eval_model,
     export,
     info,
@@ -26,7 +28,8 @@ from .commands import (
     train,
 )
 
-COMMANDS = (demo, simulate, launch, replay, record, info, convert, dataset, train, export, eval_model, build_engines)
+COMMANDS = (demo, simulate, launch, replay, record, info, convert, dataset, train, export, eval, eval_model,
+            build_engines, bench)
 
 EPILOG = """\
 typical session:
@@ -35,6 +38,7 @@ typical session:
   ros-fusion launch &              # the node graph (same plan as fusion.launch.py)
   ros-fusion replay drive.mcap     # feed it in real time
   ros-fusion demo                  # all of the above in one command
+  ros-fusion eval drive.mcap -o eval/   # accuracy, robustness matrix, mode switches, latency
 
 Run `ros-fusion <command> --help` for each command's options.
 """

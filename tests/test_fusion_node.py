@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 
 import numpy as np
@@ -136,8 +138,13 @@ def test_activate_publishes_and_diagnostics_roundtrip(node: FusionNode) -> None:
     node.handle_message(st, _cloud(now - 1_000_000))
     # The bundle waits (start-up grace) for sensors not seen yet, then goes out at their deadline.
     assert node.obstacles_published == 0
-    node._handle_bundles(node.sync.poll(now + 500_000_000))
+    node._dispatch(node.engine.poll_bundles(now + 500_000_000))
+    deadline = time.monotonic() + 20.0  # the fusion worker thread runs the network, then publishes
+    while node.obstacles_published < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert node.obstacles_published == 1
+    assert node.engine.mode == "degraded"  # LiDAR alone
+    assert node.engine.counters["bundles_fused"] == 1
     assert node.bundle_stats.total == 1 and node.bundle_stats.last.missing == {"camera_front", "radar_front", "imu",
                                                                                "odometry"}
     snap = node.health.snapshot(node.get_clock().now().nanoseconds)
@@ -199,7 +206,7 @@ def test_bundles_feed_diagnostics_values(node: FusionNode) -> None:
         node.handle_message(imu, msg)
         if k % 10 == 5:
             node.handle_message(lidar, _cloud(ts, n=100 + k))
-    node._handle_bundles(node.sync.poll(now + 1_000_000_000))
+    node._dispatch(node.engine.poll_bundles(now + 1_000_000_000))
     values = node.fusion_values(set())
     assert values["bundles"] == 10 and values["bundles.reference"] == 10
     assert values["matched_pct.lidar_top"] == 100.0

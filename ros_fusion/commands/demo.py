@@ -2,8 +2,12 @@
 
 Generates (or reuses) a simulated drive, starts the node graph exactly as
 `ros-fusion launch` does, replays the bag into it in real time as a separate
-process, shows a live status line, and ends with what the node saw per sensor
-(rates, ages, drops, rejects, state). It grows with the pipeline issues.
+process, shows a live status line (fusion mode, latency, detections, sensor
+states), and ends with what the node saw per sensor (rates, ages, drops,
+rejects, state), the detections scored against the drive's ground truth per
+fusion mode, how fast the fallback engaged and recovered around each injected
+fault, end-to-end latency, and a report folder with metrics.json, report.md
+and a BEV picture of detections vs ground truth.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ROS_DOMAIN_ID for the demo's nodes (default: the environment's, else 0)",
     )
     p.add_argument("--startup-timeout", type=float, default=30.0, help="seconds to wait for fusion_node (default: 30)")
+    p.add_argument("-o", "--output", default="", metavar="DIR",
+                   help="where the report, metrics.json and the BEV picture go (default: <cache-dir>/demo_report)")
     p.set_defaults(func=run)
 
 
@@ -207,13 +211,86 @@ def _report(latest: dict[str, dict[str, Any]], timelines: dict[str, SensorTimeli
     return 0
 
 
+def _live_status(mon: Any, latest: dict[str, dict[str, Any]], t: float, total: float) -> str:
+    """Status line: drive time, fusion mode, last end-to-end latency, detections, sensor states."""
+    parts = [f"t={t:5.1f}/{total:.0f}s"]
+    if mon.modes:
+        parts.append(f"mode {mon.modes[-1][1].split(' ')[1]}")
+    if mon.outputs:
+        recv, obs = mon.outputs[-1]
+        parts.append(f"latency {(recv - int(obs.stamp_ns)) / 1e6:5.1f} ms")
+        parts.append(f"{len(obs)} detections")
+    line = _status_line(latest, t, total)
+    return " | ".join(parts + line.split(" | ")[1:])
+
+
+def _fusion_report(metrics: dict[str, Any], console) -> None:
+    """Accuracy per fusion mode, fault response (mode switch timing) and end-to-end latency."""
+    from rich.table import Table
+
+    t = Table(title="Detections vs ground truth, per fusion mode (live)")
+    for col in ("mode", "bundles", "scored frames", "mAP"):
+        t.add_column(col, justify="left" if col == "mode" else "right")
+    for mode, v in sorted(metrics.get("per_mode", {}).items()):
+        m = v.get("mAP")
+        t.add_row(mode, str(v.get("n_bundles", 0)), str(v.get("n_frames", 0)), "-" if m is None else f"{m:.3f}")
+    s = metrics.get("summary", {})
+    if s.get("mAP") is not None:
+        t.add_row("[bold]all[/]", str(metrics.get("bundles", {}).get("total", "")), str(s.get("n_frames", "")),
+                  f"{s['mAP']:.3f}")
+    console.print(t)
+    faults = metrics.get("faults") or []
+    if faults:
+        f = Table(title="Sensor faults and the fusion fallback (drive seconds)")
+        for col in ("fault", "mode before", "mode during", "fallback engaged after", "recovered after",
+                    "longest output gap"):
+            f.add_column(col)
+        for x in faults:
+            def sec(v: Any) -> str:
+                return "-" if v is None else f"{v:.2f} s"
+            f.add_row(x["fault"], str(x["mode_before"]), str(x["mode_during"]), sec(x["engaged_after_s"]),
+                      sec(x["recovered_after_s"]), sec(x["max_gap_during_s"]))
+        console.print(f)
+    live = metrics.get("live", {})
+    e2e = live.get("end_to_end_ms") or {}
+    if e2e:
+        console.print(f"end-to-end latency (capture stamp → ~/obstacles received): p50 {e2e['p50']:.1f} ms, "
+                      f"p95 {e2e['p95']:.1f} ms, p99 {e2e['p99']:.1f} ms, max {e2e['max']:.1f} ms over "
+                      f"{int(e2e['n'])} outputs; frames without output: {live.get('frames_without_output')}, "
+                      f"bundles dropped (busy): {live.get('bundles_dropped_busy')}")
+
+
+def _bev_scene(bag: Path, records: list[Any], rig, classes: tuple[str, ...]) -> Any:
+    """The BEV picture: the intermediate-mode frame with the most ground truth, its LiDAR sweep from the bag."""
+    from ..eval.plots import BevScene
+    from ..ros.bag_io import read_payloads
+
+    cands = [r for r in records if r.mode == "intermediate" and r.gt is not None and r.pred is not None]
+    if not cands:
+        cands = [r for r in records if r.gt is not None and r.pred is not None]
+    if not cands:
+        return None
+    rec = max(cands, key=lambda r: (len(r.gt), -r.t_ns))
+    from ..core.types import Modality
+
+    lidar = rig.of(Modality.LIDAR)
+    xyz = None
+    if lidar:
+        for _, _, cloud in read_payloads(bag, [lidar[0].topic]):
+            if int(cloud.stamp_ns) == int(rec.t_ns):
+                E = lidar[0].extrinsic
+                xyz = cloud.xyz() @ E[:3, :3].T + E[:3, 3]
+                break
+    return BevScene(gt=rec.gt, pred=rec.pred, classes=classes, lidar_xyz=xyz,
+                    title=f"{bag.name} t={rec.drive_s:.1f}s (live)", mode=rec.mode)
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..core.rig import ConfigError, load_rig
     from ..paths import default_rig_path
-    from ..ros.node_plan import LaunchArgs, plan_nodes
-    from ..ros.supervisor import Supervisor
+    from ..ros.live_run import LiveRun
     from .simulate import simulate_to_bag
 
     # A report table needs room; piped output would otherwise wrap at 80 columns.
@@ -224,12 +301,9 @@ def run(args: argparse.Namespace) -> int:
     rig_path = Path(args.rig_file) if args.rig_file else default_rig_path()
     try:
         rig = load_rig(rig_path)
-        specs = plan_nodes(LaunchArgs(rig_file=str(rig_path)))
     except ConfigError as e:
         console.print(f"[red]ros-fusion demo: error: {e}[/red]")
         return 2
-    for key, value in specs[0].environment.items():
-        os.environ.setdefault(key, value)
 
     bag = _bag_path(args)
     if args.fresh or not bag.exists():
@@ -241,75 +315,100 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print(f"reusing {bag} (--fresh to regenerate)")
 
-    from ..ros.monitor import RunMonitor
-
+    out_dir = Path(args.output) if args.output else Path(args.cache_dir) / "demo_report"
+    out_dir.mkdir(parents=True, exist_ok=True)
     log_dir = Path(args.cache_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    node_log = open(log_dir / "demo_nodes.log", "w")
-
-    def node_line(line: str) -> None:
-        node_log.write(line + "\n")
-        node_log.flush()
-        if any(w in line for w in ("WARN", "ERROR", "FATAL", "[launch]")):
-            console.print(line, markup=False, highlight=False)
-
-    sup = Supervisor(specs, write=node_line)
     clock = DriveClock.from_bag(bag, args.rate)
-    monitor = RunMonitor("ros_fusion_demo", on_ground_truth=clock.on_ground_truth)
-    replay = None
+    try:
+        live = LiveRun(bag, str(rig_path), rate=args.rate, log_path=log_dir / "demo_nodes.log", record_outputs=True,
+                       echo=lambda line: console.print(line, markup=False, highlight=False),
+                       on_ground_truth=clock.on_ground_truth)
+    except ConfigError as e:
+        console.print(f"[red]ros-fusion demo: error: {e}[/red]")
+        return 2
     rc = 0
     timelines: dict[str, SensorTimeline] = {}
     seen_arrays = 0
     try:
-        console.print(f"starting node graph: {', '.join(s.name for s in specs)} (logs: {node_log.name})")
-        sup.start()
-        deadline = time.monotonic() + args.startup_timeout
-        while not monitor.latest and time.monotonic() < deadline:
-            monitor.spin_once(0.1)
-            if any(rc is not None for rc in sup.returncodes.values()):
-                console.print("[red]a node exited during start-up; see the log above[/red]")
-                return 1
-        if not monitor.latest:
-            console.print(f"[red]no /diagnostics from fusion_node within {args.startup_timeout:g} s[/red]")
+        console.print(f"starting node graph: {', '.join(live.node_names)} (logs: {log_dir / 'demo_nodes.log'})")
+        err = live.start(args.startup_timeout)
+        if err:
+            console.print(f"[red]{err}[/red]")
             return 1
         console.print("fusion_node is up; replaying the drive in real time")
-        cmd = [sys.executable, "-m", "ros_fusion.cli", "replay", str(bag), "--rate", str(args.rate), "--stamp-now",
-               "--wait-subscribers", "20", "--delay", "1.0"]  # delay: let both discovery sides settle
-        replay = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         total = args.duration
         with console.status("") as status:
-            while replay.poll() is None:
-                monitor.spin_once(0.1)
-                latest = monitor.latest
+            def tick(mon: Any) -> None:
+                nonlocal seen_arrays
+                latest = mon.latest
                 t = clock.drive_time_s(time.time_ns())
-                if monitor.arrays_received != seen_arrays and t is not None and t <= args.duration:
-                    seen_arrays = monitor.arrays_received
+                if mon.arrays_received != seen_arrays and t is not None and t <= args.duration:
+                    seen_arrays = mon.arrays_received
                     for name, st in latest.items():
                         if not name.endswith("/fusion"):
                             v = st["values"]
                             timelines.setdefault(name.split("/", 1)[1], SensorTimeline()).add(
                                 t, str(v.get("state", "?")), float(v.get("rate_hz", 0) or 0))
-                status.update(_status_line(latest, t or 0.0, total))
-        out = replay.stdout.read() if replay.stdout else ""
-        if replay.returncode != 0:
-            console.print(f"[red]replay failed (exit {replay.returncode}):[/red]\n{out}")
+                status.update(_live_status(mon, latest, t or 0.0, total))
+
+            replay_rc = live.run_replay(tick)
+        out = live.replay_output
+        if replay_rc != 0:
+            console.print(f"[red]replay failed (exit {replay_rc}):[/red]\n{out}")
             rc = 1
         else:
             console.print(out.strip().splitlines()[-1] if out.strip() else "replay done")
-        # One more diagnostics period so the last messages are counted.
-        end = time.monotonic() + 1.5
-        while time.monotonic() < end:
-            monitor.spin_once(0.1)
-        rc = max(rc, _report(monitor.latest, timelines, rig, console))
+        live.settle(1.5)  # one more diagnostics period so the last messages are counted
+        rc = max(rc, _report(live.monitor.latest, timelines, rig, console))
         console.print(f"ground truth frames received: {clock.frames} of {clock.frames_in_bag}")
         _fault_report(clock.faults, timelines, console)
-        if any(r not in (None, 0) for r in sup.returncodes.values()):
-            console.print(f"[red]a node died: {sup.returncodes}[/red]")
+        rc = max(rc, _score_live(live, bag, rig, clock, out_dir, console))
+        if live.node_failed():
+            console.print(f"[red]a node died: {live.node_failed()}[/red]")
             rc = 1
     finally:
-        if replay is not None and replay.poll() is None:
-            replay.terminate()
-        sup.stop()
-        monitor.close()
-        node_log.close()
+        live.close()
     return rc
+
+
+def _score_live(live: Any, bag: Path, rig, clock: DriveClock, out_dir: Path, console) -> int:
+    """Score what fusion_node published against ground truth; write the report and the BEV picture."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    from ..eval.bag_eval import BagEvalConfig, BagRun, collect_metrics, fault_response
+    from ..eval.report import latency_stats, write_outputs
+    from ..ros.obstacles import pointcloud2_to_obstacles
+    from .eval_live import live_records
+
+    mon = live.monitor
+    if not mon.ground_truth:
+        console.print("[red]no ground truth received: nothing to score[/red]")
+        return 1
+    if not mon.outputs:
+        console.print("[red]fusion_node published no obstacles[/red]")
+        return 1
+    shift = int(pointcloud2_to_obstacles(deserialize_message(mon.ground_truth[0][1], PointCloud2)).stamp_ns) \
+        - clock.first_gt_stamp_ns
+    records, switches, latencies, unmatched = live_records(list(mon.ground_truth), list(mon.outputs),
+                                                           list(mon.modes), shift, SIM_EPOCH_NS)
+    run_ = BagRun(bag.name, SIM_EPOCH_NS, records=records, switches=switches)
+    metrics = collect_metrics([run_], BagEvalConfig(robustness=False))
+    metrics.pop("latency_ms", None)
+    diag = mon.latest.get("ros_fusion/fusion", {}).get("values", {})
+    lat = latency_stats([{"end_to_end": v} for v in latencies])
+    metrics["latency_ms"] = lat
+    metrics["live"] = {"outputs": len(mon.outputs), "ground_truth_frames": len(mon.ground_truth),
+                       "frames_without_output": unmatched, "end_to_end_ms": lat.get("end_to_end", {}),
+                       "bundles_dropped_busy": int(diag.get("bundles_dropped_busy", 0) or 0),
+                       "bundles_failed": int(diag.get("bundles_failed", 0) or 0)}
+    metrics["faults"] = fault_response(run_, clock.faults, rig)
+    metrics["run"] = {"bags": [str(bag)], "mode": "live demo", "rate": clock.rate}
+    _fusion_report(metrics, console)
+    from ..core.types import DEFAULT_CLASSES
+
+    scene = _bev_scene(bag, records, rig, DEFAULT_CLASSES)
+    written = write_outputs(out_dir, metrics, bev=scene)
+    console.print(f"report: {out_dir / 'report.md'}; BEV picture: {out_dir / 'bev.png'} ({len(written)} files)")
+    return 0

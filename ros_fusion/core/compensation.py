@@ -252,3 +252,26 @@ def camera_poses_at(stamps_ns: Sequence[int], T_ns: int, history: PoseHistory,
         return np.zeros((0, 4, 4))
     E = np.stack([_check_transform(e, "extrinsic") for e in extrinsics])
     return history.relative_poses(np.asarray(stamps_ns, dtype=np.int64), int(T_ns)) @ E
+
+
+class StaticMotion:
+    """A vehicle standing still, behind the query interface of `PoseHistory` (identity poses, zero velocity).
+
+    Why: when no ego-motion is available (no IMU/odometry yet, or the history
+    does not cover a bundle) fusion still has to run; the honest fallback is
+    "no compensation", which is exactly what a standing vehicle needs. The
+    caller counts each use so the missing compensation is never silent.
+    """
+
+    def relative_poses(self, times_from_ns, t_to_ns: int) -> np.ndarray:
+        n = len(np.atleast_1d(np.asarray(times_from_ns)))
+        return np.repeat(np.eye(4)[None], n, axis=0)
+
+    def relative_pose(self, t_from_ns: int, t_to_ns: int) -> np.ndarray:
+        return np.eye(4)
+
+    def velocity(self, t_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(3), np.zeros(3)
+
+    def check(self, t_from_ns: int, t_to_ns: int) -> str | None:
+        return None

@@ -60,11 +60,14 @@ class SensorFrame:
     radar_v_comp: np.ndarray | None = None
     cameras: Sequence[CameraFrame | None] = ()
     imu: Sequence[ImuSample] = ()
+    #: The LiDAR raster when it was already built from `lidar_xyz` at this `stamp_ns` (pipelining:
+    #: the live pipeline rasterises a sweep as soon as it arrives, before the bundle is complete).
+    lidar_bev: np.ndarray | None = None
 
     def present(self) -> dict[str, bool]:
         return {
             "camera": any(c is not None for c in self.cameras),
-            "lidar": self.lidar_xyz is not None,
+            "lidar": self.lidar_xyz is not None or self.lidar_bev is not None,
             "radar": self.radar_xyz is not None,
         }
 
@@ -101,7 +104,14 @@ class Preprocessor:
         coverage = np.zeros((len(nio.FUSED_MODALITIES), *F), np.float32)
 
         lidar = np.zeros((len(nio.LIDAR_CHANNELS), g.nx, g.ny), np.float32)
-        if frame.lidar_xyz is not None:
+        if frame.lidar_bev is not None:
+            if frame.lidar_bev.shape != lidar.shape or frame.lidar_bev.dtype != np.float32:
+                raise ValueError(f"lidar_bev must be {lidar.shape} float32, got {frame.lidar_bev.shape} "
+                                 f"{frame.lidar_bev.dtype}")
+            lidar = frame.lidar_bev
+            present[MODALITY_INDEX["lidar"]] = 1.0
+            coverage[MODALITY_INDEX["lidar"]] = self.lidar_coverage
+        elif frame.lidar_xyz is not None:
             lidar = g.lidar_raster(frame.lidar_xyz, frame.lidar_intensity, self.intensity_scale)
             present[MODALITY_INDEX["lidar"]] = 1.0
             coverage[MODALITY_INDEX["lidar"]] = self.lidar_coverage

@@ -44,6 +44,7 @@ from ..core.centerhead import decode
 from ..core.preprocess import MODALITY_INDEX, drop_modalities
 from ..core.types import Obstacles
 from ..runtime.model_bundle import ModelBundle, sha256_file
+from ..runtime.pipeline import HeadOutput, StageRunner
 from ..sim.dataset import SPLITS, frame_gt, frame_inputs, load_shard, read_manifest
 from .detection_metrics import DetectionReport, EvalConfig, evaluate
 
@@ -59,7 +60,6 @@ PATTERNS: dict[str, tuple[str, ...]] = {
 }
 DAY_SCENARIOS: tuple[str, ...] = ("urban", "highway")
 NIGHT_SCENARIOS: tuple[str, ...] = ("night_rain",)
-FEATURE_OUTPUT = {"camera": "camera_feat", "lidar": "lidar_feat", "radar": "radar_feat"}
 ProgressFn = Callable[[int, int, str], None]
 METRIC_DIGITS = 4  # decimals of the values in the manifest metrics block (the JSON keeps full precision)
 
@@ -239,14 +239,6 @@ def iter_frames(refs: Sequence[ShardRef], max_frames: int | None, *, with_target
 
 
 # ----------------------------------------------------------------------------- detectors
-@dataclass
-class HeadOutput:
-    heatmap: np.ndarray  # (C, H, W)
-    regression: np.ndarray  # (R, H, W)
-    gates: np.ndarray  # (3, H, W)
-    logits: bool = True
-
-
 class Detector(Protocol):
     """Produces head outputs of one frame for every pattern (the unit the evaluator scores)."""
 
@@ -256,49 +248,25 @@ class Detector(Protocol):
                                                                                        np.ndarray]]: ...
 
 
-def _zeros_of(bundle: ModelBundle, stage: str, name: str) -> np.ndarray:
-    spec = next(s for s in bundle.stages[stage].outputs if s.name == name)
-    return np.zeros([1] + [int(d) for d in spec.shape[1:]], np.float32)
-
-
 class NetworkDetector:
-    """The exported network through a runtime backend: encoders once per frame, fusion+head per pattern."""
+    """The exported network through a runtime backend: encoders once per frame, fusion+head per pattern.
+
+    The stages run through the pipeline's own `StageRunner`, so this scores the code the node runs.
+    """
 
     def __init__(self, backend: Any, bundle: ModelBundle) -> None:
         self.backend = backend
         self.bundle = bundle
-        self._zeros = {m: _zeros_of(bundle, m, FEATURE_OUTPUT[m]) for m in nio.FUSED_MODALITIES}
+        self.stages = StageRunner(backend, bundle)
 
     def describe(self) -> str:
-        return str(self.backend.describe())
+        return self.stages.describe()
 
     def encode(self, inputs: nio.NetworkInputs) -> dict[str, np.ndarray | None]:
-        """Features of each fused modality the frame has (None where it has not) and the IMU embedding."""
-        a = inputs.arrays
-        present = a["present"]
-        feats: dict[str, np.ndarray | None] = dict.fromkeys(nio.FUSED_MODALITIES)
-        if present[MODALITY_INDEX["lidar"]] > 0:
-            feats["lidar"] = self.backend.run("lidar", {"lidar_bev": a["lidar_bev"][None]})["lidar_feat"]
-        if present[MODALITY_INDEX["radar"]] > 0:
-            feats["radar"] = self.backend.run("radar", {"radar_bev": a["radar_bev"][None]})["radar_feat"]
-        if present[MODALITY_INDEX["camera"]] > 0:
-            feats["camera"] = self.backend.run("camera", {"images": a["images"][None], "cam_grid": a["cam_grid"][None],
-                                                          "cam_valid": a["cam_valid"][None]})["camera_feat"]
-        feats["imu"] = self.backend.run("imu", {"imu": a["imu"][None]})["imu_emb"]
-        return feats
+        return self.stages.encode(inputs)
 
     def fuse(self, feats: dict[str, np.ndarray | None], masked: nio.NetworkInputs) -> HeadOutput:
-        """Fusion + head on `masked` inputs; an absent modality gets zeros, its encoder is not run."""
-        present = masked.arrays["present"]
-        feed = {}
-        for m in nio.FUSED_MODALITIES:
-            f = feats.get(m)
-            feed[FEATURE_OUTPUT[m]] = f if (f is not None and present[MODALITY_INDEX[m]] > 0) else self._zeros[m]
-        feed["imu_emb"] = feats["imu"]
-        feed["coverage"] = masked.arrays["coverage"][None]
-        feed["present"] = present[None]
-        out = self.backend.run("fusion_head", feed)
-        return HeadOutput(out["heatmap"][0], out["regression"][0], out["gates"][0], logits=True)
+        return self.stages.fuse(feats, masked)
 
     def outputs(self, frame: EvalFrame, patterns: Sequence[str]) -> dict[str, tuple[HeadOutput, np.ndarray,
                                                                                        np.ndarray]]:

@@ -126,11 +126,8 @@ def read_payloads(
         yield topic, t, payload
 
 
-def read_rig(path: str | Path) -> Rig | None:
-    """The rig a bag was made with: the first ``/rig`` message, else the ``rig_yaml`` metadata, else None.
-
-    A rig text that fails validation raises `ConfigError` (source names the bag).
-    """
+def read_rig_text(path: str | Path) -> str | None:
+    """The rig YAML a bag was made with: the first ``/rig`` message, else the ``rig_yaml`` metadata, else None."""
     reader = BagReader(path)
     text: str | None = None
     if RIG_TOPIC in reader.topics:
@@ -139,6 +136,15 @@ def read_rig(path: str | Path) -> Rig | None:
             break
     if text is None:
         text = reader.metadata.get(META_RIG)
+    return text or None
+
+
+def read_rig(path: str | Path) -> Rig | None:
+    """The rig a bag was made with (`read_rig_text`, validated), or None when it records none.
+
+    A rig text that fails validation raises `ConfigError` (source names the bag).
+    """
+    text = read_rig_text(path)
     if not text:
         return None
     try:
@@ -149,4 +155,4 @@ def read_rig(path: str | Path) -> Rig | None:
         raise ConfigError(RIG_TOPIC, f"unreadable rig description: {e}", str(path)) from None
 
 
-__all__ = ["BagError", "WriteStats", "read_payloads", "read_rig", "write_drive"]
+__all__ = ["BagError", "WriteStats", "read_payloads", "read_rig", "read_rig_text", "write_drive"]

@@ -1,22 +1,29 @@
-"""fusion_node: the lifecycle node that wires sensor topics, health and diagnostics.
+"""fusion_node: the lifecycle node that runs the fusion engine on live topics (DESIGN §5, §8).
 
 A thin shell (DESIGN §3, §11): it subscribes to every sensor of the rig,
-converts messages with the `ros/` converters, checks stamps, keeps
-`core.health` up to date (including frozen-data detection from a cheap digest
-of each message's data), feeds every accepted message to the `core.sync`
-synchroniser and polls it on every message and on a timer (4× the reference's
-nominal rate, so deadlines and the watchdog fire on time without data), logs
-each bundle (sensors, ages, missing; debug level, and a rate-limited info
-line), publishes /diagnostics with bundle statistics in `ros_fusion/fusion`,
-and — until the FusionPipeline lands — publishes an empty obstacle set and a
-DELETEALL marker array per bundle so downstream tools see the output topics at
-the reference rate. No algorithm lives here.
+converts messages with the `ros/` converters and hands them to
+`runtime.engine.FusionEngine` — stamp checks, sensor health (frozen data from
+a cheap digest of each message's bytes), ego-motion, synchronisation — which
+is the same object the offline evaluator feeds from bags. Bundles are polled
+on every message and on a timer (4× the reference's nominal rate, so
+deadlines and the watchdog fire on time without data) and queued to one
+fusion worker thread, so subscriptions keep draining (IMU at 100+ Hz) while
+the network runs. The worker runs `FusionPipeline` and publishes
+``~/obstacles`` (PointCloud2 rows), ``~/markers`` (boxes, labels, velocity
+arrows, tinted by fusion mode), ``~/detections`` (vision_msgs, only where
+vision_msgs is installed) and keeps latency statistics for /diagnostics
+(mode, switches, per-stage and end-to-end p50/p99, dropped bundles).
 
-Lifecycle: configure = read parameters + rig, create subscriptions and
-(inactive) publishers; activate = start publishing; deactivate/cleanup undo
-that. With `autostart` (default) `main` drives configure + activate itself, so
-no lifecycle manager is needed. A bad parameter or rig file ends the process
-with one FATAL line and a non-zero exit status; bad *messages* never do.
+Queue policy: at most `FUSION_QUEUE` bundles wait; when fusion falls behind
+the oldest waiting bundle is dropped and counted (`bundles_dropped_busy`) —
+fresh data beats complete data for obstacle avoidance.
+
+Lifecycle: configure = read parameters, rig and model (hash-checked), create
+subscriptions and (inactive) publishers; activate = start the worker and
+publishing; deactivate/cleanup undo that. With `autostart` (default) `main`
+drives configure + activate itself, so no lifecycle manager is needed. A bad
+parameter, rig or model file ends the process with one FATAL line and a
+non-zero exit status; bad *messages* never do.
 
     python -m ros_fusion.ros.fusion_node --ros-args -p rig_file:=my_rig.yaml
 """
@@ -25,11 +32,15 @@ from __future__ import annotations
 
 import struct
 import sys
+import threading
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
@@ -40,13 +51,15 @@ from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, PointCloud2
+from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from ..core.ego_motion import PoseHistory
-from ..core.health import HealthMonitor, Level, SensorHealth, health_configs_from_rig
+from ..core.health import HealthMonitor, Level, SensorHealth
 from ..core.rig import ConfigError, Rig, SensorSpec
-from ..core.sync import Bundle, BundleStats, Synchroniser, default_reference, describe_bundle, stream_configs_from_rig
+from ..core.sync import Bundle, BundleStats, Synchroniser, default_reference, describe_bundle
 from ..core.types import DEFAULT_CLASSES, Modality, Obstacles, RejectedInput
+from ..runtime.engine import EngineOutput, EngineSettings, FusionEngine
 from .diagnostics import DIAGNOSTICS_TOPIC, fusion_status, health_to_diagnostic_array
 from .params import PARAM_SPECS, FusionNodeParams, declare_params, read_params, validate_params
 from .pointcloud import DecodedCloud
@@ -56,9 +69,10 @@ from .ratelimit import RateLimitedLogger
 NODE_NAME = "fusion_node"
 #: Seconds between two log lines for the same (topic, reason).
 LOG_PERIOD_S = 5.0
-#: Fusion mode reported until the FusionPipeline is wired in (DESIGN §8 mode names).
-FUSION_MODE = "none"
-PIPELINE_MODE = f"{FUSION_MODE} — pipeline not yet integrated"
+#: Bundles waiting for the fusion worker at most; older ones are dropped (counted) when it falls behind.
+FUSION_QUEUE = 2
+#: Diagnostic level of each fusion mode (DESIGN §8: `none` is an ERROR).
+MODE_LEVEL = {"intermediate": Level.OK, "late": Level.WARN, "degraded": Level.WARN, "none": Level.ERROR}
 #: Seconds between two info-level bundle lines (every bundle is logged at debug level).
 BUNDLE_LOG_PERIOD_S = 5.0
 #: The sync poll timer runs this many times per reference period (deadline resolution).
@@ -154,6 +168,50 @@ def plan_streams(rig: Rig, decoders: dict[str, Callable[[Any], Any]]) -> list[_S
     return streams
 
 
+def load_pipeline(params: FusionNodeParams, rig: Rig) -> Any:
+    """The FusionPipeline for `rig` from the configured model folder and backend; ConfigError on any problem."""
+    from ..paths import share_dir
+    from ..runtime.backends import BackendUnavailable, create_backend
+    from ..runtime.model_bundle import load_bundle
+    from ..runtime.pipeline import FusionPipeline, PipelineConfig
+
+    if params.backend == "torch":
+        raise ConfigError("backend", "torch is a development backend (needs a checkpoint); use onnxruntime or "
+                                     "tensorrt in the node")
+    model_dir = Path(params.models_dir).expanduser() if params.models_dir else share_dir() / "models"
+    model = load_bundle(model_dir)  # ConfigError (BundleError) naming the manifest key or file
+    model.check_rig(rig)
+    options: dict[str, Any] = {}
+    if params.backend == "onnxruntime":
+        options = {"providers": "auto", "threads": params.inference_threads}
+    try:
+        backend = create_backend(params.backend, model, **options)
+    except BackendUnavailable as e:
+        raise ConfigError("backend", str(e)) from None
+    cfg = PipelineConfig.from_manifest(model.raw, strategy=params.strategy, score_threshold=params.score_threshold,
+                                       frame_id=params.output_frame)
+    return FusionPipeline(rig, model, backend, cfg)
+
+
+def _detections_encoder() -> Callable[..., Any] | None:
+    """Obstacles → vision_msgs/Detection3DArray where vision_msgs is installed (ROS mode), else None."""
+    try:
+        from .detections import obstacles_to_detection3d_array
+    except ImportError:
+        return None
+    return obstacles_to_detection3d_array
+
+
+def mode_line(res: Any) -> str:
+    """``~/fusion_mode`` text of one result: ``<stamp_ns> <mode> <modalities,...>`` (what live evaluation reads)."""
+    return f"{int(res.stamp_ns)} {res.mode} {','.join(res.modalities) or '-'}"
+
+
+def parse_mode_line(text: str) -> tuple[int, str, tuple[str, ...]]:
+    stamp, mode, mods = text.split(" ", 2)
+    return int(stamp), mode, tuple(m for m in mods.split(",") if m and m != "-")
+
+
 def describe_config_error(e: ConfigError) -> str:
     """The one FATAL line for a bad parameter or rig file: what is wrong and where to fix it."""
     if e.source:
@@ -177,8 +235,20 @@ class FusionNode(LifecycleNode):
         self.sync: Synchroniser | None = None
         self.ego: PoseHistory | None = None
         self.bundle_stats = BundleStats([])
+        self.engine: FusionEngine | None = None
         self._sync_timer: Any = None
         self.obstacles_published = 0
+        self.bundles_dropped_busy = 0
+        self.e2e_ms: deque[float] = deque(maxlen=600)  # bundle time → publish, node clock
+        # Work for the fusion worker: reference sweeps to pre-process (pipelining) and bundles to fuse.
+        self._cv = threading.Condition()
+        self._prefetch_jobs: deque[tuple[str, Any]] = deque(maxlen=2)
+        self._bundle_jobs: deque[tuple[Bundle, set[str]]] = deque()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._pub_detections: Any = None
+        self._pub_mode: Any = None
+        self._obs_to_detections: Callable[..., Any] | None = None
         self.config_error: ConfigError | None = None
         self._streams: list[_Stream] = []
         self._subs: list[Any] = []
@@ -212,21 +282,22 @@ class FusionNode(LifecycleNode):
             self.config_error = e
             self.get_logger().fatal(describe_config_error(e))
             return TransitionCallbackReturn.FAILURE
+        try:
+            pipeline = load_pipeline(params, rig)
+        except ConfigError as e:
+            self.config_error = e
+            self.get_logger().fatal(describe_config_error(e))
+            return TransitionCallbackReturn.FAILURE
         self.params, self.rig, self._streams = params, rig, streams
         self._obs_to_cloud, self._obs_to_markers = obs_to_cloud, obs_to_markers
-        self.health = HealthMonitor(
-            health_configs_from_rig(rig, params.stale_timeout_factor, params.missing_timeout_s, params.rate_window_s,
-                                    params.frozen_repeats, params.recover_count)
-        )
+        self._classes = tuple(pipeline.model.classes)
         self.reference = reference
-        self.sync = Synchroniser(
-            stream_configs_from_rig(rig, params.stale_timeout_factor), reference, watchdog=params.sync_watchdog,
-            max_future_ns=params.max_future_ns, max_age_ns=params.max_age_ns,
-        )
-        self.bundle_stats = BundleStats(rig.sensors)
-        # Ego-motion from the rig's IMU (+ wheel odometry): the pipeline compensates each
-        # bundle to its trigger time with it; here it is fed and its health reported.
-        self.ego = PoseHistory.from_rig(rig)
+        settings = EngineSettings.from_params(params)
+        settings.reference = reference
+        self.engine = FusionEngine(rig, pipeline, settings)
+        # The node's views of the engine's state (diagnostics and tests read them).
+        self.health, self.sync, self.ego = self.engine.health, self.engine.sync, self.engine.ego
+        self.bundle_stats = self.engine.bundle_stats
         if not rig.of(Modality.LIDAR):
             self.get_logger().warning(f"rig has no LiDAR: bundles are triggered by {reference}")
         for st in streams:
@@ -236,15 +307,26 @@ class FusionNode(LifecycleNode):
         self._pub_obstacles = self.create_lifecycle_publisher(PointCloud2, "~/obstacles", output_qos())
         self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/markers", output_qos())
         self._pub_diag = self.create_lifecycle_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, output_qos())
+        self._pub_mode = self.create_lifecycle_publisher(String, "~/fusion_mode", output_qos())
+        self._obs_to_detections = _detections_encoder()
+        if self._obs_to_detections is not None:
+            from vision_msgs.msg import Detection3DArray
+
+            self._pub_detections = self.create_lifecycle_publisher(Detection3DArray, "~/detections", output_qos())
         self.get_logger().info(
             f"configured: rig '{rig.name}' ({rig.source}), {len(rig.sensors)} sensors, "
-            f"{len(streams)} subscriptions, reference {self.reference}"
+            f"{len(streams)} subscriptions, reference {self.reference}; model {pipeline.model.root} "
+            f"({pipeline.stages.describe()}), strategy {params.strategy}"
+            + ("" if self._obs_to_detections else "; vision_msgs not installed: no ~/detections")
         )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         assert self.params is not None
         self._active = True
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._fusion_worker, name="fusion_worker", daemon=True)
+        self._worker.start()
         self._diag_timer = self.create_timer(self.params.diagnostics_period_s, self.publish_diagnostics)
         if self.sync is not None:
             period_s = 1.0 / self.sync.streams[self.sync.reference].cfg.rate_hz
@@ -254,6 +336,7 @@ class FusionNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
+        self._stop_worker()
         self._destroy_timer()
         return super().on_deactivate(state)
 
@@ -274,12 +357,21 @@ class FusionNode(LifecycleNode):
             self.destroy_timer(self._sync_timer)
             self._sync_timer = None
 
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
     def _teardown(self) -> None:
+        self._stop_worker()
         self._destroy_timer()
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs.clear()
-        for name in ("_pub_obstacles", "_pub_markers", "_pub_diag"):
+        for name in ("_pub_obstacles", "_pub_markers", "_pub_diag", "_pub_detections", "_pub_mode"):
             pub = getattr(self, name)
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
@@ -288,6 +380,7 @@ class FusionNode(LifecycleNode):
         self.params = None
         self.sync = None
         self.ego = None
+        self.engine = None
 
     # --- parameters at runtime ---------------------------------------------------
     def _validate_param_change(self, changes: list[Parameter]) -> SetParametersResult:
@@ -324,13 +417,13 @@ class FusionNode(LifecycleNode):
         return on_message
 
     def handle_message(self, stream: _Stream, msg: Any) -> None:
-        """Convert, check the stamp, update health; never raises (a node never dies on input)."""
+        """Convert and hand to the engine; never raises (a node never dies on input)."""
         name = stream.sensor.name
         health: SensorHealth = self.health[name]
         prefix = "camera_info_" if stream.is_info else ""
         try:
-            params = self.params
-            if params is None:
+            engine = self.engine
+            if self.params is None or engine is None:
                 return
             now_ns = self.get_clock().now().nanoseconds
             obj = stream.decode(msg)
@@ -339,28 +432,22 @@ class FusionNode(LifecycleNode):
                 obj = obj.cloud
             if stream.is_info:
                 self.latest[name + "/info"] = obj
+                engine.camera_info(name, obj)
                 return
-            reason = health.accept_stamp(obj.stamp_ns, now_ns, params.max_future_ns, params.max_age_ns)
-            if reason is not None:
-                health.on_reject(reason)
+            reason = engine.accept(name, obj, now_ns, message_digest(msg))  # counted by the engine
+            if reason is not None and not reason.startswith("sync_"):
                 self.rlog.warning(
                     (stream.topic, reason),
                     f"{stream.topic}: rejected message (header.stamp): {reason}: stamp {obj.stamp_ns} ns, "
                     f"clock {now_ns} ns",
                 )
                 return
-            health.on_message(obj.stamp_ns, now_ns, message_digest(msg))
             self.latest[name] = obj
-            if self.ego is not None:
-                if stream.sensor.modality is Modality.IMU:
-                    self.ego.add_imu(obj)  # never raises: bad samples are counted in ego.stats
-                elif stream.sensor.modality is Modality.ODOMETRY:
-                    self.ego.add_odometry(obj)
-            if self.sync is not None:
-                sync_reason = self.sync.add(name, obj.stamp_ns, now_ns, obj)
-                if sync_reason is not None:  # accepted by health, refused by the synchroniser: counted
-                    health.on_drop("sync_" + sync_reason)
-                self._handle_bundles(self.sync.poll(now_ns))
+            if self._active and engine.wants_prefetch(name):
+                with self._cv:
+                    self._prefetch_jobs.append((name, obj))
+                    self._cv.notify()
+            self._dispatch(engine.poll_bundles(now_ns))
         except RejectedInput as e:
             health.on_reject(prefix + e.reason)
             where = e.field or "message"
@@ -371,39 +458,88 @@ class FusionNode(LifecycleNode):
                 (stream.topic, "internal"), f"{stream.topic}: internal error {type(e).__name__}: {e} (message dropped)"
             )
 
-    # --- synchronisation -------------------------------------------------------------
+    # --- synchronisation and fusion ---------------------------------------------------
     def poll_sync(self) -> None:
         """Timer callback: emits bundles whose deadline passed or that the watchdog triggered."""
-        if self.sync is None:
+        if self.engine is None:
             return
         try:
-            self._handle_bundles(self.sync.poll(self.get_clock().now().nanoseconds))
+            self._dispatch(self.engine.poll_bundles(self.get_clock().now().nanoseconds))
         except Exception as e:  # noqa: BLE001 - a timer must never take the node down
             self.rlog.error(("sync", "internal"), f"synchroniser poll failed: {type(e).__name__}: {e}")
 
-    def _handle_bundles(self, bundles: list[Bundle]) -> None:
-        for b in bundles:
-            self.bundle_stats.add(b)
+    def _dispatch(self, bundles: list[tuple[Bundle, set[str]]]) -> None:
+        """Queue bundles for the fusion worker; when it is behind, the oldest waiting one is dropped (counted)."""
+        for b, usable in bundles:
             line = describe_bundle(b)
             self.get_logger().debug(line)
             self.rlog.log("info", ("sync", "bundle"), line)
-            if self._active:
-                self.publish_empty_result(b.t_ns)
+            if not self._active:
+                continue
+            with self._cv:
+                while len(self._bundle_jobs) >= FUSION_QUEUE:
+                    self._bundle_jobs.popleft()
+                    self.bundles_dropped_busy += 1
+                    self.rlog.warning(("fusion", "busy"), "fusion is behind real time: dropped the oldest waiting "
+                                                          "bundle (counted in bundles_dropped_busy)")
+                self._bundle_jobs.append((b, usable))
+                self._cv.notify()
+
+    def _fusion_worker(self) -> None:
+        """Worker thread: pre-process arriving reference sweeps, fuse queued bundles, publish; never raises."""
+        while not self._stop.is_set():
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop.is_set() or self._prefetch_jobs or self._bundle_jobs,
+                                  timeout=0.1)
+                job = self._prefetch_jobs.popleft() if self._prefetch_jobs else (
+                    self._bundle_jobs.popleft() if self._bundle_jobs else None)
+            if job is None:
+                continue
+            try:
+                engine = self.engine
+                if engine is None:
+                    continue
+                if isinstance(job[0], str):  # (sensor, sweep): pipelining
+                    engine.prefetch(job[0], job[1])
+                    continue
+                b, usable = job
+                out = engine.process(b, usable, self.get_clock().now().nanoseconds)
+                if out.result is None:
+                    self.rlog.error(("fusion", "failed"), f"fusion failed on bundle t={b.t_ns}: {out.error} "
+                                                          "(counted in bundles_failed)")
+                    continue
+                self.publish_result(out)
+            except Exception as e:  # noqa: BLE001 - the worker must survive a publishing error
+                self.rlog.error(("fusion", "internal"), f"fusion worker: {type(e).__name__}: {e}")
 
     # --- outputs -------------------------------------------------------------------
-    def publish_empty_result(self, stamp_ns: int) -> None:
-        """Empty obstacles + DELETEALL markers at the reference stamp (placeholder until the pipeline lands)."""
+    def publish_result(self, out: EngineOutput) -> None:
+        """Obstacles, markers (tinted by mode) and vision_msgs detections of one fused bundle."""
         assert self.params is not None and self._obs_to_cloud is not None and self._obs_to_markers is not None
-        obs = Obstacles.empty(stamp_ns, self.params.output_frame)
+        res = out.result
+        assert res is not None
+        if not self._active:
+            return
+        obs = res.obstacles
         self._pub_obstacles.publish(self._obs_to_cloud(obs))
-        self._pub_markers.publish(self._obs_to_markers(obs, self._classes, mode=FUSION_MODE))  # = one DELETEALL
+        self._pub_markers.publish(self._obs_to_markers(obs, self._classes, mode=res.mode))
+        if self._pub_detections is not None and self._obs_to_detections is not None:
+            self._pub_detections.publish(self._obs_to_detections(obs, self._classes))
+        self._pub_mode.publish(String(data=mode_line(res)))
         self.obstacles_published += 1
+        self.e2e_ms.append((self.get_clock().now().nanoseconds - int(res.stamp_ns)) / 1e6)
+        if res.switch is not None:
+            sw = res.switch
+            self.get_logger().warning(f"fusion mode {sw.old} -> {sw.new}: {sw.reason}")
 
     def publish_diagnostics(self) -> None:
         try:
             now_ns = self.get_clock().now().nanoseconds
             snap = self.health.snapshot(now_ns)
-            fusion = fusion_status(Level.WARN, f"mode {PIPELINE_MODE}", self.fusion_values(snap.modalities_usable()))
+            mode = self.engine.mode if self.engine is not None else "none"
+            level = MODE_LEVEL.get(mode, Level.WARN)
+            message = f"mode {mode}" + (" (no usable sensor)" if mode == "none" else "")
+            fusion = fusion_status(level, message, self.fusion_values(snap.modalities_usable()))
             self._pub_diag.publish(health_to_diagnostic_array(snap, now_ns, [fusion]))
         except Exception as e:  # noqa: BLE001 - diagnostics must never take the node down
             self.rlog.error(("/diagnostics", "internal"), f"cannot publish diagnostics: {type(e).__name__}: {e}")
@@ -412,7 +548,7 @@ class FusionNode(LifecycleNode):
         """Key/values of the `ros_fusion/fusion` status: mode, bundle statistics, synchroniser counters."""
         bs = self.bundle_stats.summary()
         values: dict[str, Any] = {
-            "mode": PIPELINE_MODE,
+            "mode": self.engine.mode if self.engine is not None else "none",
             "bundles": bs["bundles"],
             "bundles.reference": bs["bundles_reference"],
             "bundles.watchdog": bs["bundles_watchdog"],
@@ -421,6 +557,7 @@ class FusionNode(LifecycleNode):
             "bundle_wait_ms_max": bs["wait_ms_max"],
             "reference_sensor": self.reference or "",
             "obstacles_published": self.obstacles_published,
+            "bundles_dropped_busy": self.bundles_dropped_busy,
             "usable_modalities": ",".join(sorted(usable)),
         }
         last = self.bundle_stats.last
@@ -430,6 +567,27 @@ class FusionNode(LifecycleNode):
             values[f"matched_pct.{name}"] = st["matched_pct"]
             if st["age_ms_p50"] is not None:
                 values[f"age_ms_p50.{name}"] = st["age_ms_p50"]
+        if self.engine is not None:
+            eng = self.engine
+            values["bundles_fused"] = eng.counters.get("bundles_fused", 0)
+            values["bundles_failed"] = eng.counters.get("bundles_failed", 0)
+            if eng.pipeline is not None:
+                pol = eng.pipeline.policy
+                values["mode_switches"] = len(pol.switches)
+                if pol.switches:
+                    sw = pol.switches[-1]
+                    values["last_switch"] = f"{sw.old}->{sw.new} at {sw.t_ns} ns: {sw.reason}"
+                for mode, n in sorted(pol.counts.items()):
+                    values[f"bundles_mode.{mode}"] = n
+                for k, n in sorted(eng.pipeline.counters.items()):
+                    values[f"pipeline.{k}"] = n
+            for stage, q in eng.stage_stats.percentiles().items():
+                values[f"latency_ms_p50.{stage}"] = round(q["p50"], 2)
+                values[f"latency_ms_p99.{stage}"] = round(q["p99"], 2)
+            if self.e2e_ms:
+                e2e = np.asarray(self.e2e_ms)
+                values["latency_ms_p50.end_to_end"] = round(float(np.percentile(e2e, 50)), 2)
+                values["latency_ms_p99.end_to_end"] = round(float(np.percentile(e2e, 99)), 2)
         if self.ego is not None:
             es = self.ego.stats
             values["ego_motion.mode"] = self.ego.mode

@@ -8,6 +8,7 @@ before publishing and nothing is lost at the start.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,10 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 
+from ..core.types import Obstacles
 from ..sim.events import GROUND_TRUTH_TOPIC, RIG_TOPIC
 from .diagnostics import DiagnosticsListener
+from .obstacles import pointcloud2_to_obstacles
 from .qos import latched_qos, output_qos
 
 
@@ -25,7 +28,7 @@ class RunMonitor:
     """Owns an rclpy context + node; call `spin_once` from the caller's loop, `close` at the end."""
 
     def __init__(self, node_name: str = "ros_fusion_monitor",
-                 on_ground_truth: Callable[[bytes], None] | None = None) -> None:
+                 on_ground_truth: Callable[[bytes], None] | None = None, record_outputs: str | None = None) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(node_name, context=self.context)
@@ -34,10 +37,30 @@ class RunMonitor:
         self._on_gt = on_ground_truth
         self.node.create_subscription(PointCloud2, GROUND_TRUTH_TOPIC, self._gt, output_qos(), raw=True)
         self.node.create_subscription(String, RIG_TOPIC, self._rig, latched_qos())
+        # Live evaluation: what fusion_node (named `record_outputs`) published, with local receive times.
+        self.outputs: list[tuple[int, Obstacles]] = []
+        self.modes: list[tuple[int, str]] = []
+        self.ground_truth: list[tuple[int, bytes]] = []
+        self._record = record_outputs is not None
+        if record_outputs is not None:
+            node = record_outputs.strip("/")
+            self.node.create_subscription(PointCloud2, f"/{node}/obstacles", self._obstacles, output_qos())
+            self.node.create_subscription(String, f"/{node}/fusion_mode", self._mode, output_qos())
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
+    def _obstacles(self, msg: PointCloud2) -> None:
+        try:
+            self.outputs.append((time.time_ns(), pointcloud2_to_obstacles(msg)))
+        except Exception:  # noqa: BLE001 - a malformed output is counted by its absence in the score
+            pass
+
+    def _mode(self, msg: Any) -> None:
+        self.modes.append((time.time_ns(), str(msg.data)))
+
     def _gt(self, data: bytes) -> None:
+        if self._record:
+            self.ground_truth.append((time.time_ns(), bytes(data)))
         if self._on_gt is not None:
             self._on_gt(data)
 

@@ -25,6 +25,7 @@ from ..core.rig import ConfigError, Rig, load_rig
 from ..paths import default_rig_path
 
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt", "torch")
+STRATEGIES: tuple[str, ...] = ("auto", "intermediate", "late")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ class ParamSpec:
 PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("rig_file", "", "sensor rig YAML (topics, rates, extrinsics); empty = config/rig_default.yaml"),
     ParamSpec("backend", "onnxruntime", "inference backend", choices=BACKENDS),
+    ParamSpec("models_dir", "", "folder with manifest.yaml + ONNX files; empty = the package's models/"),
+    ParamSpec("strategy", "auto", "fusion strategy when 2+ modalities are usable (auto = the model's policy table)",
+              choices=STRATEGIES),
+    ParamSpec("score_threshold", 0.1, "lowest detection score published", 0.0, 0.99),
+    ParamSpec("inference_threads", 2, "onnxruntime intra-op threads", 1, 64),
+    ParamSpec("pipelining", True, "rasterise + encode each LiDAR sweep on arrival, while its bundle still waits"),
     ParamSpec("output_frame", "base_link", "frame_id of published obstacles and markers"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics messages [s]", 0.05, 60.0, read_only=False),
     ParamSpec("stale_timeout_factor", 3.0, "a sensor is STALE after this many nominal periods without data",
@@ -102,6 +109,11 @@ class FusionNodeParams:
 
     rig_file: str = ""
     backend: str = "onnxruntime"
+    models_dir: str = ""
+    strategy: str = "auto"
+    score_threshold: float = 0.1
+    inference_threads: int = 2
+    pipelining: bool = True
     output_frame: str = "base_link"
     diagnostics_period_s: float = 1.0
     stale_timeout_factor: float = 3.0
