@@ -242,14 +242,14 @@ def _fusion_report(metrics: dict[str, Any], console) -> None:
     faults = metrics.get("faults") or []
     if faults:
         f = Table(title="Sensor faults and the fusion fallback (drive seconds)")
-        for col in ("fault", "mode before", "mode during", "fallback engaged after", "recovered after",
-                    "longest output gap"):
+        for col in ("fault", "mode before", "mode without it", "left out after", "back in after",
+                    "mode switch after", "longest output gap"):
             f.add_column(col)
         for x in faults:
             def sec(v: Any) -> str:
                 return "-" if v is None else f"{v:.2f} s"
-            f.add_row(x["fault"], str(x["mode_before"]), str(x["mode_during"]), sec(x["engaged_after_s"]),
-                      sec(x["recovered_after_s"]), sec(x["max_gap_during_s"]))
+            f.add_row(x["fault"], str(x["mode_before"]), str(x["mode_during"]), sec(x["excluded_after_s"]),
+                      sec(x["included_after_s"]), sec(x["mode_switch_after_s"]), sec(x["max_gap_during_s"]))
         console.print(f)
     live = metrics.get("live", {})
     e2e = live.get("end_to_end_ms") or {}

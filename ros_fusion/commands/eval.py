@@ -68,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true", help="run the node graph and replay in real time (see below)")
     p.add_argument("--rate", type=float, default=1.0, help="--live: replay speed factor (default: 1)")
     p.add_argument("--domain-id", type=int, default=None, metavar="ID", help="--live: ROS_DOMAIN_ID to use")
+    p.add_argument("--node-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="--live: set a fusion_node parameter (e.g. pipelining=false); repeatable")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no tables")
     p.set_defaults(func=run)
     return p

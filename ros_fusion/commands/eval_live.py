@@ -28,16 +28,23 @@ from . import EXIT_ERROR, EXIT_OK, fail
 MATCH_TOL_NS = 1_000_000
 
 
-def _strategy_config(strategy: str, out_dir: Path) -> str:
-    """A fusion.yaml with `strategy` set (the node plan reads parameters from it); '' for the default."""
-    if strategy == "auto":
+def _node_config(strategy: str, params: list[str], out_dir: Path) -> str:
+    """A fusion.yaml with `strategy` and ``KEY=VALUE`` node parameters set; '' when nothing changes."""
+    if strategy == "auto" and not params:
         return ""
     import yaml
 
     from ..paths import share_dir
+    from ..ros.params import SPECS_BY_NAME
 
     cfg = yaml.safe_load((share_dir() / "config" / "fusion.yaml").read_text())
-    cfg["nodes"]["fusion_node"]["parameters"]["strategy"] = strategy
+    node = cfg["nodes"]["fusion_node"]["parameters"]
+    node["strategy"] = strategy
+    for item in params:
+        key, sep, text = item.partition("=")
+        if not sep or key not in SPECS_BY_NAME:
+            raise ValueError(f"--node-param {item!r}: expected KEY=VALUE with KEY one of {', '.join(SPECS_BY_NAME)}")
+        node[key] = yaml.safe_load(text)
     path = out_dir / "fusion.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(path)
@@ -137,7 +144,10 @@ def run_live(args: argparse.Namespace) -> int:
     if first_gt is None:
         return fail("eval", f"{bag}: no {GROUND_TRUTH_TOPIC} to score against")
     overrides: dict[str, Any] = {}
-    cfg_file = _strategy_config(args.strategy, out_dir)
+    try:
+        cfg_file = _node_config(args.strategy, args.node_param, out_dir)
+    except ValueError as e:
+        return fail("eval", str(e))
     if cfg_file:
         overrides["config_file"] = cfg_file
     live = LiveRun(bag, str(rig_file), rate=args.rate, log_path=out_dir / "nodes.log", record_outputs=True,

@@ -166,11 +166,17 @@ def _nearest_gt(gts: dict[int, Obstacles], stamps: list[int], t_ns: int, tol_ns:
 
 
 class _Feeder:
-    """Feeds one bag's messages to an engine the way the node's callbacks and poll timer would."""
+    """Feeds one bag's messages to an engine the way the node's callbacks and poll timer would.
 
-    def __init__(self, engine: FusionEngine, rig: Rig, on_output: Callable[[EngineOutput], None]) -> None:
+    `poll` is what the poll timer calls (default `engine.poll`: bundles run through the
+    pipeline); `eval/bag_dataset.py` passes `engine.poll_bundles` to get the bundles only.
+    """
+
+    def __init__(self, engine: FusionEngine, rig: Rig, on_output: Callable[[Any], None],
+                 poll: Callable[[int], Iterable[Any]] | None = None) -> None:
         self.engine = engine
         self.on_output = on_output
+        self.poll = poll if poll is not None else engine.poll
         self.topic_sensor: dict[str, str] = {}
         self.info_topic: dict[str, str] = {}
         for s in rig.sensors.values():
@@ -188,7 +194,7 @@ class _Feeder:
         if now_ns - self.next_tick > 10 * NS_PER_S:  # a gap or a jump: do not replay every tick
             self.next_tick = now_ns
         while self.next_tick < now_ns:
-            for out in self.engine.poll(self.next_tick):
+            for out in self.poll(self.next_tick):
                 self.on_output(out)
             self.next_tick += self.tick_ns
 
@@ -202,7 +208,7 @@ class _Feeder:
         reason = self.engine.accept(sensor, payload, now_ns, payload_digest(payload))
         if reason is None:
             self.engine.prefetch(sensor, payload)  # what the node's worker does on arrival (pipelining)
-        for out in self.engine.poll(now_ns):
+        for out in self.poll(now_ns):
             self.on_output(out)
         return reason
 
@@ -384,29 +390,37 @@ def _sum_counters(items: Iterable[dict[str, int]]) -> dict[str, int]:
 
 
 def fault_response(run: BagRun, faults: Sequence[Any], rig: Rig) -> list[dict[str, Any]]:
-    """How fusion reacted to each injected fault of a fused sensor: time to switch mode, time to recover.
+    """How fusion reacted to each injected fault of a fused sensor.
 
-    `faults` are `sim.faults.FaultSpec`-like (kind, sensor, start_s, end_s) in drive seconds. Engaged = the
-    first mode switch at or after the fault began (before it ended); recovered = the first switch at or after
-    it ended back to the mode in force before it. Also the longest gap between outputs during the fault.
+    `faults` are `sim.faults.FaultSpec`-like (kind, sensor, start_s, end_s) in drive seconds.
+    excluded_after_s: from the fault's start to the first bundle fused without that sensor's
+    modality (the fallback: masked intermediate or late, whichever the policy picks);
+    included_after_s: from the fault's end to the first bundle that uses it again (hysteresis);
+    mode_switch_after_s: the first change of fusion mode during the fault, if the policy changes it;
+    max_gap_during_s: the longest pause between two outputs during the fault.
+    Faults that do not take the sensor out (noise, a short delay) show None where nothing happened.
     """
     out = []
     for f in faults:
         spec = rig.sensors.get(f.sensor)
         if spec is None or spec.modality.value not in ("camera", "lidar", "radar"):
             continue
-        before = [r.mode for r in run.records if r.drive_s < f.start_s]
-        mode_before = before[-1] if before else None
-        engaged = next((s for s in run.switches if f.start_s <= s["t_s"] < f.end_s), None)
-        recovered = next((s for s in run.switches if s["t_s"] >= f.end_s and s["to"] == mode_before), None)
-        during = [r.t_ns for r in run.records if f.start_s <= r.drive_s < f.end_s and r.pred is not None]
-        gap = float(np.max(np.diff(during))) / NS_PER_S if len(during) > 1 else None
+        mod = spec.modality.value
+        recs = [r for r in run.records if r.pred is not None]
+        before = [r.mode for r in recs if r.drive_s < f.start_s]
+        excluded = next((r for r in recs if f.start_s <= r.drive_s < f.end_s and mod not in r.modalities), None)
+        included = next((r for r in recs if r.drive_s >= f.end_s and mod in r.modalities), None) if excluded else None
+        switch = next((s for s in run.switches if f.start_s <= s["t_s"] < f.end_s), None)
+        during = [r for r in recs if f.start_s <= r.drive_s < f.end_s]
+        gap = float(np.max(np.diff([r.t_ns for r in during]))) / NS_PER_S if len(during) > 1 else None
+        modes_during = sorted({r.mode for r in during if mod not in r.modalities})
         out.append({
             "fault": str(f), "kind": f.kind, "sensor": f.sensor, "t0_s": f.start_s, "t1_s": f.end_s,
-            "mode_before": mode_before,
-            "mode_during": engaged["to"] if engaged else mode_before,
-            "engaged_after_s": round(engaged["t_s"] - f.start_s, 4) if engaged else None,
-            "recovered_after_s": round(recovered["t_s"] - f.end_s, 4) if recovered else None,
+            "mode_before": before[-1] if before else None,
+            "mode_during": ",".join(modes_during) if modes_during else (before[-1] if before else None),
+            "excluded_after_s": None if excluded is None else round(excluded.drive_s - f.start_s, 4),
+            "included_after_s": None if included is None else round(included.drive_s - f.end_s, 4),
+            "mode_switch_after_s": None if switch is None else round(switch["t_s"] - f.start_s, 4),
             "max_gap_during_s": None if gap is None else round(gap, 4),
             "bag": run.bag,
         })

@@ -55,6 +55,12 @@ _DASH = "—"
 
 
 # ----------------------------------------------------------------------------- robustness matrix
+#: Fault-response columns (eval.bag_eval.fault_response keys) and their headers.
+FAULT_KEYS: tuple[str, ...] = ("excluded_after_s", "included_after_s", "mode_switch_after_s", "max_gap_during_s")
+FAULT_HEADERS: tuple[str, ...] = ("left out after (s)", "back in after (s)", "mode switch after (s)",
+                                  "longest output gap (s)")
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -375,9 +381,9 @@ def _report_md(metrics: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     if faults:
         L += ["## Injected faults", ""]
         rows = [[f.get("sensor"), f.get("kind"), f.get("t0_s"), f.get("t1_s"), f.get("mode_during", ""),
-                 f.get("engaged_after_s"), f.get("recovered_after_s")] for f in faults if isinstance(f, Mapping)]
-        L += _md_table(["sensor", "kind", "from (s)", "to (s)", "mode during", "switched after (s)",
-                        "recovered after (s)"], rows, [False, False, True, True, False, True, True]) + [""]
+                 *(f.get(k) for k in FAULT_KEYS)] for f in faults if isinstance(f, Mapping)]
+        L += _md_table(["sensor", "kind", "from (s)", "to (s)", "mode without it", *FAULT_HEADERS], rows,
+                       [False, False, True, True, False, True, True, True, True]) + [""]
     for title, sec in _flat_sections(metrics):
         L += [f"## {title}", ""]
         L += _md_table(["item", "value"], [[k, _flat_value(v)] for k, v in sec.items()], [False, True]) + [""]
@@ -490,12 +496,12 @@ def render_console(metrics: Mapping[str, Any]) -> list[Any]:
         out.append(table("latency (ms)", ["stage", *LATENCY_KEYS], _latency_rows(lat)))
     faults = _section(metrics, "faults", (list, tuple))
     if faults:
-        out.append(table("injected faults", ["sensor", "kind", "from (s)", "to (s)", "mode during",
-                                             "switched after (s)", "recovered after (s)"],
+        out.append(table("injected faults", ["sensor", "kind", "from (s)", "to (s)", "mode without it",
+                                             *FAULT_HEADERS],
                          [[str(f.get("sensor")), str(f.get("kind")), f.get("t0_s"), f.get("t1_s"),
-                           str(f.get("mode_during", "")), f.get("engaged_after_s"), f.get("recovered_after_s")]
+                           str(f.get("mode_during", "")), *(f.get(k) for k in FAULT_KEYS)]
                           for f in faults if isinstance(f, Mapping)],
-                         [False, False, True, True, False, True, True]))
+                         [False, False, True, True, False, True, True, True, True]))
     for title, sec in _flat_sections(metrics):
         out.append(table(title, ["item", "value"], [[str(k), _flat_value(v)] for k, v in sec.items()], [False, True]))
     return out

@@ -126,7 +126,11 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, bundle: ModelBundle, *, providers: str | Sequence[str] = "auto", threads: int | None = None,
-                 trt_cache_dir: Path | None = None) -> None:
+                 trt_cache_dir: Path | None = None, spinning: bool = False) -> None:
+        """`spinning` lets idle intra-op threads busy-wait for work (onnxruntime's default). Off here:
+        every stage has its own session and thread pool, and the pools of the stage that just ran
+        kept spinning on the cores the next stage needed — measured on this 2-core machine, a whole
+        bundle took 56 ms with spinning and 17 ms without (fusion head alone 23 → 6.7 ms)."""
         super().__init__(bundle)
         try:
             import onnxruntime as ort
@@ -153,6 +157,8 @@ class OnnxRuntimeBackend(Backend):
         so.log_severity_level = 3
         if threads:
             so.intra_op_num_threads = threads
+        if not spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = chosen
         self.sessions = {name: ort.InferenceSession(str(sf.path), so, providers=chosen, provider_options=opts)

@@ -319,7 +319,9 @@ class FusionPipeline:
         self.model = model
         self.config = config or PipelineConfig.from_manifest(getattr(model, "raw", None))
         self.config.check()
-        self.stages = StageRunner(backend, model)
+        # Without a model the pipeline still compensates and pre-processes (`network_inputs`):
+        # that is how datasets are made from recorded bags, with the code inference uses.
+        self.stages: StageRunner | None = StageRunner(backend, model) if model is not None else None
         self.pre = Preprocessor(rig, grid)
         self.grid = self.pre.grid
         self.ego = PoseHistory.from_rig(rig)
@@ -367,7 +369,8 @@ class FusionPipeline:
         LiDAR (with several, the raster is of their union). Returns whether it was done.
         """
         spec = self.rig.sensors.get(sensor)
-        if spec is None or self._fused.get(sensor) != "lidar" or len(self.rig.of(Modality.LIDAR)) != 1:
+        if (spec is None or self.stages is None or self._fused.get(sensor) != "lidar"
+                or len(self.rig.of(Modality.LIDAR)) != 1):
             return False
         T = int(cloud.stamp_ns)
         timings: dict[str, float] = {}
@@ -415,6 +418,10 @@ class FusionPipeline:
             out_of_sync |= abs(int(bundle.t_ns) - int(m.stamp_ns)) > limit
         return PreparedBundle(bundle, int(bundle.t_ns), members, frozenset(members), out_of_sync)
 
+    def network_inputs(self, bundle: Bundle, usable_sensors: Iterable[str] | None = None) -> nio.NetworkInputs:
+        """The network's inputs for a bundle, everything brought to its time T (no model needed)."""
+        return self._inputs_at_t(self.prepare(bundle, usable_sensors))
+
     def process(self, bundle: Bundle, usable_sensors: Iterable[str] | None = None) -> PipelineResult:
         """Prepare + run with the pipeline's own policy: what the live node calls per bundle."""
         t0 = time.perf_counter()
@@ -427,6 +434,8 @@ class FusionPipeline:
     def run(self, prep: PreparedBundle, *, keep: Iterable[str] | None = None, strategy: str | None = None,
             policy: ModePolicy | None = None) -> PipelineResult:
         """Detections of a prepared bundle with only the modalities in `keep` (None: all available)."""
+        if self.stages is None:
+            raise RuntimeError("this FusionPipeline has no model: it only pre-processes (network_inputs)")
         policy = policy or self.policy
         usable = prep.available if keep is None else prep.available & frozenset(keep)
         mode, switch = policy.step(prep.t_ns, usable, prep.out_of_sync, strategy)
