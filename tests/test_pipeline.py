@@ -89,7 +89,8 @@ def test_intermediate_run_detects_and_attributes() -> None:
     run = _run(_events("urban", 7, 3.0))
     fused = [r for r in run.records if r.pred is not None]
     assert len(fused) >= 25  # 10 Hz LiDAR over 3 s, minus start-up
-    assert all(r.mode == "intermediate" for r in fused[3:])
+    # All sensors fresh → intermediate; the last bundle is the watchdog's after the drive (and its LiDAR) ended.
+    assert all(r.mode == "intermediate" for r in fused[3:] if r.drive_s < 2.95)
     dets = [r.pred for r in fused if len(r.pred)]
     assert dets, "the shipped model detects nothing on an urban drive"
     sums = np.concatenate([obs.weights.sum(axis=1) for obs in dets])
@@ -98,7 +99,7 @@ def test_intermediate_run_detects_and_attributes() -> None:
     # e.g. spurious low-score peaks on the ego vehicle itself, which no sensor sees).
     assert np.all((np.abs(sums - 1.0) < 1e-3) | (sums == 0.0))
     assert np.mean(np.abs(sums - 1.0) < 1e-3) > 0.9
-    timings = fused[-1].timings_ms
+    timings = [r for r in fused if r.mode == "intermediate"][-1].timings_ms
     for stage in ("compensate", "preprocess", "encode.camera", "encode.radar", "fusion_head", "decode", "total"):
         assert stage in timings and timings[stage] >= 0.0
     assert "prefetched.lidar" in timings or "encode.lidar" in timings  # pipelined on arrival, or in the bundle

@@ -264,8 +264,11 @@ def test_rig_sync_keys_and_defaults() -> None:
     assert default_reference(rig) == "lidar_top"
     cfg = {c.name: c for c in stream_configs_from_rig(rig)}
     cam = cfg["camera_front"]
-    assert cam.tolerance == S // 15 // 2 and cam.offset_ns == 0
+    # The default rig matches camera and radar past-only (the newest frame captured by T: low latency).
+    assert (cam.offset_ns, cam.tolerance) == (-33 * MS, 34 * MS)
     assert cam.latency_bound_ns == 25 * MS + 4 * 2 * MS + 1 * MS
+    lidar = cfg["lidar_top"]
+    assert lidar.tolerance == S // 10 // 2 and lidar.offset_ns == 0  # derived defaults where no sync: block
     d = yaml.safe_load(default_rig_path().read_text())
     d["sensors"]["camera_front"]["sync"] = {"offset_ms": -40, "tolerance_ms": 10, "timeout_ms": 80, "buffer_size": 5}
     cam = {c.name: c for c in stream_configs_from_rig(rig_from_yaml(yaml.safe_dump(d)))}["camera_front"]

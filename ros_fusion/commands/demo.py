@@ -108,38 +108,6 @@ class DriveClock:
         return ((self.first_gt_stamp_ns - SIM_EPOCH_NS) + (wall_ns - self.shifted_first_ns) * self.rate) / 1e9
 
 
-#: What the node's health can show for each fault kind today (grows with the sync issue).
-FAULT_EXPECTATION = {
-    "drop": "STALE after its timeout, OK again when data returns",
-    "freeze": "identical payloads detected: STALE (frozen data) until fresh data has been healthy a few times",
-    "delay": "stamps jump back at the start (stamp_backwards rejects); ages grow by the delay",
-    "noise": "not a health matter: the pipeline's detections degrade instead",
-}
-
-
-def _fault_report(faults: list[Any], timelines: dict[str, SensorTimeline], console) -> None:
-    """Each injected fault next to what the node reported for that sensor around it."""
-    if not faults:
-        return
-    from rich.table import Table
-
-    table = Table(title="Injected faults (bag metadata) and what the node reported")
-    for col in ("fault", "sensor", "window s", "node states around it", "detected after", "recovered after",
-                "expected today"):
-        table.add_column(col, overflow="fold")
-    for f in faults:
-        tl = timelines.get(f.sensor, SensorTimeline())
-        near = [(st, a, b) for st, a, b in tl.spans if st != "OK" and b >= f.start_s - 0.5 and a <= f.end_s + 2.0]
-        states = ", ".join(f"{st} {a:.1f}–{b:.1f}" for st, a, b in near) or "stayed OK"
-        detected = f"{near[0][1] - f.start_s:+.2f} s" if near else "-"
-        back = [a for st, a, _ in tl.spans if st == "OK" and a > f.end_s - 0.1]
-        recovered = f"{back[0] - f.end_s:+.2f} s" if near and back else "-"
-        table.add_row(f.kind, f.sensor, f"{f.start_s:.1f}–{f.end_s:.1f}", states, detected, recovered,
-                      FAULT_EXPECTATION.get(f.kind, ""))
-    console.print(table)
-    console.print("times are drive seconds; detection/recovery resolution is the 1 s diagnostics period.")
-
-
 @dataclass
 class SensorTimeline:
     """What the demo saw of one sensor over the drive, from successive /diagnostics."""
@@ -262,7 +230,7 @@ def _fusion_report(metrics: dict[str, Any], console) -> None:
 
 def _bev_scene(bag: Path, records: list[Any], rig, classes: tuple[str, ...]) -> Any:
     """The BEV picture: the intermediate-mode frame with the most ground truth, its LiDAR sweep from the bag."""
-    from ..eval.plots import BevScene
+    from ..eval.plots import PICTURE_MIN_SCORE, BevScene, confident
     from ..ros.bag_io import read_payloads
 
     cands = [r for r in records if r.mode == "intermediate" and r.gt is not None and r.pred is not None]
@@ -281,8 +249,8 @@ def _bev_scene(bag: Path, records: list[Any], rig, classes: tuple[str, ...]) -> 
                 E = lidar[0].extrinsic
                 xyz = cloud.xyz() @ E[:3, :3].T + E[:3, 3]
                 break
-    return BevScene(gt=rec.gt, pred=rec.pred, classes=classes, lidar_xyz=xyz,
-                    title=f"{bag.name} t={rec.drive_s:.1f}s (live)", mode=rec.mode)
+    return BevScene(gt=rec.gt, pred=confident(rec.pred), classes=classes, lidar_xyz=xyz,
+                    title=f"{bag.name} t={rec.drive_s:.1f}s (live, score ≥ {PICTURE_MIN_SCORE:g})", mode=rec.mode)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -362,7 +330,6 @@ def run(args: argparse.Namespace) -> int:
         live.settle(1.5)  # one more diagnostics period so the last messages are counted
         rc = max(rc, _report(live.monitor.latest, timelines, rig, console))
         console.print(f"ground truth frames received: {clock.frames} of {clock.frames_in_bag}")
-        _fault_report(clock.faults, timelines, console)
         rc = max(rc, _score_live(live, bag, rig, clock, out_dir, console))
         if live.node_failed():
             console.print(f"[red]a node died: {live.node_failed()}[/red]")

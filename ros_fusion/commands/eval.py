@@ -258,11 +258,11 @@ def run_offline(args: argparse.Namespace) -> int:
     bev = None
     show = next((r for r in runs if r.showcase is not None), None)
     if show is not None and show.showcase is not None and show.showcase.pred is not None:
-        from ..eval.plots import BevScene
+        from ..eval.plots import PICTURE_MIN_SCORE, BevScene, confident
 
         rec = show.showcase
-        bev = BevScene(gt=rec.gt, pred=rec.pred, classes=tuple(model.classes), lidar_xyz=show.lidar_points,
-                       title=f"{show.bag} t={rec.drive_s:.1f}s", mode=rec.mode)
+        bev = BevScene(gt=rec.gt, pred=confident(rec.pred), classes=tuple(model.classes), lidar_xyz=show.lidar_points,
+                       title=f"{show.bag} t={rec.drive_s:.1f}s (score ≥ {PICTURE_MIN_SCORE:g})", mode=rec.mode)
     if args.output is not None:
         written = write_outputs(args.output, metrics, bev=bev)
         console.print(f"wrote {len(written)} files to {args.output}")

@@ -218,6 +218,7 @@ def evaluate_bag(messages: Iterable[tuple[str, int, Any]], rig: Rig, pipeline: F
                  progress: Callable[[int], None] | None = None) -> BagRun:
     """Run one recording through a fresh engine around `pipeline` (see module docstring)."""
     engine = FusionEngine(rig, pipeline, config.settings)
+    engine.keep_prepared = config.robustness or config.collect_single
     policies = {(p, s): ModePolicy(pipeline.config) for p in config.patterns for s in config.strategies}
     gts: dict[int, Obstacles] = {}
     gt_stamps: list[int] = []
@@ -241,7 +242,7 @@ def evaluate_bag(messages: Iterable[tuple[str, int, Any]], rig: Rig, pipeline: F
                                  "to": sw.new, "reason": sw.reason})
         if gt is None or res is None:
             return
-        prep = pipeline.last_prepared
+        prep = out.prepared
         if prep is None or prep.t_ns != out.bundle.t_ns:
             return
         if config.robustness:

@@ -60,6 +60,16 @@ class BevScene:
                 raise ValueError(f"BevScene: lidar_xyz must be (N, 2+) coordinates, got shape {pts.shape}")
 
 
+#: Pictures show detections at or above this score (the metrics use every detection).
+PICTURE_MIN_SCORE = 0.3
+
+
+def confident(obs: Obstacles, min_score: float = PICTURE_MIN_SCORE) -> Obstacles:
+    """The detections worth drawing: a BEV picture of every low-score peak hides the real ones."""
+    keep = np.asarray(obs.scores) >= min_score
+    return Obstacles(obs.stamp_ns, obs.frame_id, obs.boxes[keep], obs.scores[keep], obs.labels[keep], obs.weights[keep])
+
+
 def box_corners_bev(boxes: np.ndarray) -> np.ndarray:
     """(N, 4, 2) BEV corners (x, y) of boxes [x y z length width height yaw ...].
 

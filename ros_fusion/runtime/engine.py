@@ -68,6 +68,7 @@ class EngineOutput:
     result: PipelineResult | None
     error: str = ""
     processed_ns: int = 0
+    prepared: Any = None  # the pipeline's PreparedBundle (cached inputs/features), for evaluation
 
 
 @dataclass
@@ -110,6 +111,7 @@ class FusionEngine:
         self.stage_stats = StageStats()
         self.counters: Counter[str] = Counter()
         self.last_result: PipelineResult | None = None
+        self.keep_prepared = False  # the offline evaluator re-scores bundles under other patterns
         self._epoch = 0
 
     # --- inputs ---------------------------------------------------------------------------
@@ -195,7 +197,7 @@ class FusionEngine:
         self.counters["bundles_fused"] += 1
         self.stage_stats.add(res.timings_ms)
         self.last_result = res
-        return EngineOutput(b, res, "", now_ns)
+        return EngineOutput(b, res, "", now_ns, self.pipeline.last_prepared if self.keep_prepared else None)
 
     @property
     def mode(self) -> str:
