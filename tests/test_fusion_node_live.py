@@ -227,7 +227,7 @@ def test_live_rates_rejects_and_obstacles(observer, tmp_path: Path) -> None:
     assert fusion_values["matched_pct.odometry"] == 0.0  # never published: in no bundle
     # All fused sensors fresh: one gated-fusion forward per bundle (DESIGN §8), nothing failed or dropped.
     assert fusion_values["mode"] == "intermediate", fusion_values
-    assert fusion_values["bundles_fused"] > 0 and fusion_values["bundles_failed"] == 0
+    assert fusion_values["bundles_fused"] > 0 and fusion_values["bundles_failed"] == 0, out_fusion
     assert fusion_values["latency_ms_p50.total"] > 0.0 and fusion_values["latency_ms_p99.end_to_end"] > 0.0
 
     # ~/obstacles: clouds with the obstacle layout (the fake sensors show no objects; rows may be few), LiDAR rate.

@@ -50,7 +50,7 @@ from ..core import network_io as nio
 from ..core.bev import BevGrid, tune_allocator
 from ..core.centerhead import decode
 from ..core.compensation import StaticMotion, compensate_radar, deskew_lidar
-from ..core.ego_motion import PoseHistory
+from ..core.ego_motion import OutOfHistory, PoseHistory
 from ..core.late_fusion import ScoreCalibration, WbfConfig, move_to_time, weighted_box_fusion
 from ..core.point_times import point_times_ns
 from ..core.preprocess import MODALITY_INDEX, CameraFrame, Preprocessor, SensorFrame, drop_modalities
@@ -462,6 +462,21 @@ class FusionPipeline:
         self.counters[f"ego_unavailable.{why}"] += 1
         return self._static
 
+    def _with_motion(self, lo_ns: int, hi_ns: int, fn: Callable[[Any], Any]) -> Any:
+        """`fn(motion)` with the pose history checked and used under one hold of the lock.
+
+        Checking coverage and then querying in two steps raced with the executor thread:
+        an IMU restart between them made the query fall outside the history (found by the
+        live node test). A query that still fails falls back to no compensation, counted.
+        """
+        with self.lock:
+            motion = self._motion(lo_ns, hi_ns)
+            try:
+                return fn(motion)
+            except OutOfHistory:
+                self.counters["ego_unavailable.out_of_history"] += 1
+                return fn(self._static)
+
     def _lidar_at(self, members: list[tuple[SensorSpec, Member]], T: int, prep: PreparedBundle | None
                   ) -> tuple[np.ndarray, np.ndarray | None]:
         xyz_parts, inten_parts = [], []
@@ -470,8 +485,10 @@ class FusionPipeline:
             times = point_times_ns(cloud)
             lo = int(times.min()) if times is not None and len(times) else int(cloud.stamp_ns)
             hi = int(times.max()) if times is not None and len(times) else int(cloud.stamp_ns)
-            motion = self._motion(min(lo, T), max(hi, T))
-            xyz = deskew_lidar(cloud.xyz(), times, T, motion, spec.extrinsic, stamp_ns=int(cloud.stamp_ns))
+            def deskew(motion: Any, cloud: PointCloud = cloud, times: Any = times, spec: SensorSpec = spec) -> Any:
+                return deskew_lidar(cloud.xyz(), times, T, motion, spec.extrinsic, stamp_ns=int(cloud.stamp_ns))
+
+            xyz = self._with_motion(min(lo, T), max(hi, T), deskew)
             xyz_parts.append(np.asarray(xyz, np.float32))
             inten_parts.append(np.asarray(cloud.points["intensity"], np.float32) if cloud.has("intensity")
                                else np.zeros(len(xyz), np.float32))
@@ -485,14 +502,18 @@ class FusionPipeline:
             vfield = next((f for f in RADAR_VELOCITY_FIELDS if scan.has(f)), None)
             rcs = (np.asarray(scan.points["rcs"], np.float64) if scan.has("rcs")
                    else np.zeros(len(scan.points)))
-            motion = self._motion(min(int(scan.stamp_ns), T), max(int(scan.stamp_ns), T))
             if vfield is None:
                 self.counters["radar_without_velocity"] += 1
                 v_r = np.zeros(len(scan.points))
             else:
                 v_r = np.asarray(scan.points[vfield], np.float64)
-            xyz, v_comp = compensate_radar(scan.xyz(), v_r, int(scan.stamp_ns), T, motion, spec.extrinsic)
-            if motion is self._static and scan.has("v_r_comp"):  # the driver's own compensation is better than none
+
+            def comp(motion: Any, scan: PointCloud = scan, v_r: np.ndarray = v_r, spec: SensorSpec = spec) -> tuple:
+                return (*compensate_radar(scan.xyz(), v_r, int(scan.stamp_ns), T, motion, spec.extrinsic),
+                        motion is self._static)
+
+            xyz, v_comp, static = self._with_motion(min(int(scan.stamp_ns), T), max(int(scan.stamp_ns), T), comp)
+            if static and scan.has("v_r_comp"):  # the driver's own compensation is better than none
                 v_comp = np.asarray(scan.points["v_r_comp"], np.float64)
             xyz_parts.append(xyz)
             rcs_parts.append(rcs)
@@ -508,8 +529,8 @@ class FusionPipeline:
                 continue
             spec, m = by_name[name]
             img: Image = m.payload
-            motion = self._motion(min(int(img.stamp_ns), T), max(int(img.stamp_ns), T))
-            pose = motion.relative_pose(int(img.stamp_ns), T)
+            pose = self._with_motion(min(int(img.stamp_ns), T), max(int(img.stamp_ns), T),
+                                     lambda motion, img=img: motion.relative_pose(int(img.stamp_ns), T))
             out.append(CameraFrame(img.data, self.intrinsics[name], spec.extrinsic, pose, img.encoding, name))
         return out
 
@@ -591,8 +612,9 @@ class FusionPipeline:
         cal = self.config.calibration.get(modality)
         if cal is not None and len(obs):
             obs.scores = np.asarray(cal(obs.scores), np.float32)
-        motion = self._motion(min(t_m, prep.t_ns), max(t_m, prep.t_ns))
-        moved = move_to_time(obs, motion.relative_pose(t_m, prep.t_ns), (prep.t_ns - t_m) / NS_PER_S, prep.t_ns)
+        pose = self._with_motion(min(t_m, prep.t_ns), max(t_m, prep.t_ns),
+                                 lambda motion: motion.relative_pose(t_m, prep.t_ns))
+        moved = move_to_time(obs, pose, (prep.t_ns - t_m) / NS_PER_S, prep.t_ns)
         coverage = inputs.arrays["coverage"][MODALITY_INDEX[modality]]
         prep.cache[key] = (moved, coverage)
         return prep.cache[key]
