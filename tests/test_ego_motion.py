@@ -330,3 +330,15 @@ def test_random_garbage_never_raises_and_is_accounted(stream) -> None:
         T = h.relative_pose(t0, t1)
         assert np.all(np.isfinite(T))
         assert np.allclose(T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-6)
+
+
+def test_odometry_at_the_stamp_of_the_kept_sample_stays_finite() -> None:
+    """Found by hypothesis in CI: after a restart the same odometry stamp came twice; acceleration divided by 0."""
+    h = PoseHistory()
+    h.add_imu(imu(T0 - 1_000_000_001, [0.0] * 3, [0.0] * 3))
+    h.add_odometry(odo(T0, 0.0, 0.0))
+    h.add_odometry(odo(T0, 0.0, 0.0))
+    h.add_imu(imu(T0 + 1, [0.0] * 3, [0.0] * 3))
+    if not h.empty:
+        t0, t1 = h.span()
+        assert np.all(np.isfinite(h.relative_pose(t0, t1)))

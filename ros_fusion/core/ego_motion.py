@@ -414,7 +414,7 @@ class PoseHistory:
             if abs(d) > self._ns(c.reset_gap_s):
                 self._odo = None  # bag loop / long silence: no acceleration across it
         a_b = np.zeros(3)
-        if self._odo is not None:
+        if self._odo is not None and t > self._odo[0]:  # a reset can forget _last_odo_t but keep _odo
             t0, v0, _, a0 = self._odo
             dt = (t - t0) / NS_PER_S
             k = min(dt / (dt + 0.05), 1.0)  # smoothed: wheel speed ticks are coarse
