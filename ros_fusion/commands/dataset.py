@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -192,31 +192,39 @@ def run_simulated(args: argparse.Namespace, out: Path) -> int:
     drives = len(scenarios) * sum(len(v) for v in splits.values())
     expected = int(drives * args.duration * rate / args.stride)
 
-    progress = _progress_bar(args.quiet)
     t0 = time.perf_counter()
     try:
-        with progress:
-            task = progress.add_task("", total=expected)
-
-            def on_frame(done: int, what: str) -> None:
-                progress.update(task, completed=done, description=what)
-
-            manifest = generate_dataset(out, rig, scenarios, splits, float(args.duration), args.stride,
-                                        progress=on_frame, overwrite=args.force)
+        manifest = _with_progress(args.quiet, expected, lambda on_frame: generate_dataset(
+            out, rig, scenarios, splits, float(args.duration), args.stride, progress=on_frame, overwrite=args.force))
     except KeyboardInterrupt:
         return fail("dataset", f"interrupted; finished shards in {out} are kept (rerun to continue)",
                     EXIT_INTERRUPTED)
     except (ValueError, OSError) as e:
         return fail("dataset", str(e), EXIT_ERROR)
     if not args.quiet:
-        n = sum(manifest["frames"].values())
-        size = sum((out / s["file"]).stat().st_size for s in manifest["shards"])
-        dt = time.perf_counter() - t0
-        print(f"wrote {out}: {len(manifest['shards'])} shards, {n} frames "
-              f"(train {manifest['frames']['train']}, val {manifest['frames']['val']}, "
-              f"test {manifest['frames']['test']}), {size / 1e6:.1f} MB, {dt:.0f} s, "
-              f"config {manifest['config_hash']}")
+        print(_summary(out, manifest, "shards", time.perf_counter() - t0))
     return EXIT_OK
+
+
+def _with_progress(quiet: bool, expected: int, work: Callable[[Callable[[int, str], None]], dict]) -> dict:
+    """Run `work(on_frame)` under a progress bar over `expected` frames; returns its manifest."""
+    progress = _progress_bar(quiet)
+    with progress:
+        task = progress.add_task("", total=expected)
+
+        def on_frame(done: int, what: str) -> None:
+            progress.update(task, completed=done, description=what)
+
+        return work(on_frame)
+
+
+def _summary(out: Path, manifest: dict, what: str, seconds: float) -> str:
+    """The closing line: shards, frames per split, size on disk, time, config hash."""
+    n = sum(manifest["frames"].values())
+    size = sum((out / s["file"]).stat().st_size for s in manifest["shards"])
+    f = manifest["frames"]
+    return (f"wrote {out}: {len(manifest['shards'])} {what}, {n} frames (train {f['train']}, val {f['val']}, "
+            f"test {f['test']}), {size / 1e6:.1f} MB, {seconds:.0f} s, config {manifest['config_hash']}")
 
 
 def run_from_bags(args: argparse.Namespace, out: Path) -> int:
@@ -259,17 +267,10 @@ def run_from_bags(args: argparse.Namespace, out: Path) -> int:
 
         return read_payloads(bag, on_error=on_error)
 
-    progress = _progress_bar(args.quiet)
     t0 = time.perf_counter()
     try:
-        with progress:
-            task = progress.add_task("", total=expected)
-
-            def on_frame(done: int, what: str) -> None:
-                progress.update(task, completed=done, description=what)
-
-            manifest = bags_to_dataset(out, bags, read, rig_of, stride=args.stride, progress=on_frame,
-                                       overwrite=args.force)
+        manifest = _with_progress(args.quiet, expected, lambda on_frame: bags_to_dataset(
+            out, bags, read, rig_of, stride=args.stride, progress=on_frame, overwrite=args.force))
     except KeyboardInterrupt:
         return fail("dataset", f"interrupted; finished shards in {out} are kept (rerun to continue)",
                     EXIT_INTERRUPTED)
@@ -284,10 +285,5 @@ def run_from_bags(args: argparse.Namespace, out: Path) -> int:
             print(f"  {s['file']}: {s['frames']} frames, {s['gt_boxes']} boxes from {s['bag']}{note}")
         for k, v in sorted(rejected.items()):
             print(f"  {k}: {v} message(s) did not decode (skipped)")
-        n = sum(manifest["frames"].values())
-        size = sum((out / s["file"]).stat().st_size for s in manifest["shards"])
-        print(f"wrote {out}: {len(manifest['shards'])} shards from bags, {n} frames "
-              f"(train {manifest['frames']['train']}, val {manifest['frames']['val']}, "
-              f"test {manifest['frames']['test']}), {size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s, "
-              f"config {manifest['config_hash']}")
+        print(_summary(out, manifest, "shards from bags", time.perf_counter() - t0))
     return EXIT_OK

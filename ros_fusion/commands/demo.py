@@ -87,12 +87,12 @@ class DriveClock:
         from ..bag.info import header_stamp_ns
         from ..bag.reader import BagReader
         from ..sim.events import GROUND_TRUTH_TOPIC
-        from ..sim.faults import parse_fault
+        from .eval import bag_faults
 
         reader = BagReader(path)
         first = next((header_stamp_ns(data) for _, _, _, data in reader.messages([GROUND_TRUTH_TOPIC])), None)
         info = reader.topics.get(GROUND_TRUTH_TOPIC)
-        faults = [parse_fault(f) for f in reader.metadata.get("faults", "").split()]
+        faults, _ = bag_faults(path)
         return DriveClock(first or SIM_EPOCH_NS, rate, info.count if info else 0, faults)
 
     def on_ground_truth(self, data: bytes) -> None:
@@ -341,13 +341,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _score_live(live: Any, bag: Path, rig, clock: DriveClock, out_dir: Path, console) -> int:
     """Score what fusion_node published against ground truth; write the report and the BEV picture."""
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import PointCloud2
-
-    from ..eval.bag_eval import BagEvalConfig, BagRun, collect_metrics, fault_response
-    from ..eval.report import latency_stats, write_outputs
-    from ..ros.obstacles import pointcloud2_to_obstacles
-    from .eval_live import live_records
+    from ..eval.report import write_outputs
+    from .eval_live import score_live
 
     mon = live.monitor
     if not mon.ground_truth:
@@ -356,21 +351,9 @@ def _score_live(live: Any, bag: Path, rig, clock: DriveClock, out_dir: Path, con
     if not mon.outputs:
         console.print("[red]fusion_node published no obstacles[/red]")
         return 1
-    shift = int(pointcloud2_to_obstacles(deserialize_message(mon.ground_truth[0][1], PointCloud2)).stamp_ns) \
-        - clock.first_gt_stamp_ns
-    records, switches, latencies, unmatched = live_records(list(mon.ground_truth), list(mon.outputs),
-                                                           list(mon.modes), shift, SIM_EPOCH_NS)
-    run_ = BagRun(bag.name, SIM_EPOCH_NS, records=records, switches=switches)
-    metrics = collect_metrics([run_], BagEvalConfig(robustness=False))
-    metrics.pop("latency_ms", None)
     diag = mon.latest.get("ros_fusion/fusion", {}).get("values", {})
-    lat = latency_stats([{"end_to_end": v} for v in latencies])
-    metrics["latency_ms"] = lat
-    metrics["live"] = {"outputs": len(mon.outputs), "ground_truth_frames": len(mon.ground_truth),
-                       "frames_without_output": unmatched, "end_to_end_ms": lat.get("end_to_end", {}),
-                       "bundles_dropped_busy": int(diag.get("bundles_dropped_busy", 0) or 0),
-                       "bundles_failed": int(diag.get("bundles_failed", 0) or 0)}
-    metrics["faults"] = fault_response(run_, clock.faults, rig)
+    metrics, records = score_live(bag.name, list(mon.ground_truth), list(mon.outputs), list(mon.modes), diag,
+                                  clock.first_gt_stamp_ns, SIM_EPOCH_NS, clock.faults, rig)
     metrics["run"] = {"bags": [str(bag)], "mode": "live demo", "rate": clock.rate}
     _fusion_report(metrics, console)
     from ..core.types import DEFAULT_CLASSES

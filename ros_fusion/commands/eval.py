@@ -136,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_bags(args: argparse.Namespace, model: Any, backend: Any, overrides: dict[str, Any],
-                   cfg_kwargs: dict[str, Any], console: Any, rejected: dict[str, int] | None = None) -> list[Any]:
-    """Offline runs of every bag with a fresh pipeline each, with a progress bar per bag.
+                   cfg_kwargs: dict[str, Any], console: Any, rejected: dict[str, int] | None = None
+                   ) -> list[tuple[Any, Any, list[Any]]]:
+    """Offline runs of every bag with a fresh pipeline each, with a progress bar per bag: (run, rig, faults).
 
     ConfigError (rig, incompatible model), ValueError (--drop) and BagError propagate; messages
     that do not decode are counted per topic in `rejected`.
@@ -160,6 +161,7 @@ def _evaluate_bags(args: argparse.Namespace, model: Any, backend: Any, overrides
         model.check_rig(rig)
         cfg = BagEvalConfig(drops=[parse_drop(d, rig) for d in args.drop], **cfg_kwargs)
         pipeline = FusionPipeline(rig, model, backend, PipelineConfig.from_manifest(model.raw, **overrides))
+        faults, start_ns = bag_faults(bag)
         reader = BagReader(bag)
         t_begin, span = reader.start_ns, max(reader.duration_ns, 1)
         progress = Progress(TextColumn(f"[bold]eval[/] {bag.name}"), BarColumn(),
@@ -172,9 +174,9 @@ def _evaluate_bags(args: argparse.Namespace, model: Any, backend: Any, overrides
                 progress.update(task, completed=min(100.0, 100.0 * (t_ns - t_begin) / span))
 
             run_ = evaluate_bag(read_payloads(bag, on_error=on_error), rig, pipeline, cfg, name=bag.name,
-                                start_ns=bag_faults(bag)[1], progress=tick)
+                                start_ns=start_ns, progress=tick)
         console.print(f"{bag.name}: {len(run_.records)} bundles, {run_.messages} messages in {run_.wall_s:.1f} s")
-        runs.append(run_)
+        runs.append((run_, rig, faults))
     return runs
 
 
@@ -194,14 +196,15 @@ def run_fit_policy(args: argparse.Namespace) -> int:
     try:
         model, backend = load_model_and_backend(args.models, args.backend, args.threads)
         console.print("pass 1/2: each modality's own detections → score calibration")
-        runs = _evaluate_bags(args, model, backend, {"calibration": {}, "policy": {}},
-                              {"robustness": False, "collect_single": True, "max_bundles": args.max_bundles}, console)
+        runs = [r for r, _, _ in _evaluate_bags(
+            args, model, backend, {"calibration": {}, "policy": {}},
+            {"robustness": False, "collect_single": True, "max_bundles": args.max_bundles}, console)]
         calibration = fit_calibration([x for r in runs for x in r.singles])
         console.print("calibration: " + ", ".join(f"{m} a={c.a:.3f} b={c.b:.3f}" for m, c in calibration.items()))
         console.print("pass 2/2: robustness matrix with calibrated late fusion → policy table")
-        runs = _evaluate_bags(args, model, backend, {"calibration": calibration, "policy": {}},
-                              {"robustness": True, "strategies": ("intermediate", "late"),
-                               "max_bundles": args.max_bundles}, console)
+        runs = [r for r, _, _ in _evaluate_bags(
+            args, model, backend, {"calibration": calibration, "policy": {}},
+            {"robustness": True, "strategies": ("intermediate", "late"), "max_bundles": args.max_bundles}, console)]
     except (ConfigError, BackendUnavailable, ValueError, BagError) as e:
         return fail("eval", str(e), EXIT_ERROR)
     metrics = collect_metrics(runs, BagEvalConfig(robustness=True))
@@ -231,10 +234,10 @@ def run_offline(args: argparse.Namespace) -> int:
         model, backend = load_model_and_backend(args.models, args.backend, args.threads)
         cfg_kwargs = {"strategy": args.strategy, "robustness": not args.no_robustness,
                       "max_bundles": args.max_bundles}
-        runs = _evaluate_bags(args, model, backend, {"strategy": args.strategy}, cfg_kwargs, console,
+        done = _evaluate_bags(args, model, backend, {"strategy": args.strategy}, cfg_kwargs, console,
                               rejected_messages)
-        faults_all = [f for bag, r in zip(args.bags, runs, strict=True)
-                      for f in fault_response(r, bag_faults(bag)[0], bag_rig(bag, args.rig_file))]
+        runs = [r for r, _, _ in done]
+        faults_all = [f for r, rig, faults in done for f in fault_response(r, faults, rig)]
     except (ConfigError, BackendUnavailable, ValueError, BagError) as e:
         return fail("eval", str(e), EXIT_ERROR)
     cfg = BagEvalConfig(**cfg_kwargs)

@@ -102,12 +102,47 @@ def live_records(gt_msgs: list[tuple[int, bytes]], outputs: list[tuple[int, Any]
     return records, switches, latencies, unmatched
 
 
+def score_live(bag_name: str, gt_msgs: list[tuple[int, bytes]], outputs: list[tuple[int, Any]],
+               modes: list[tuple[int, str]], diag: dict[str, Any], first_gt_ns: int, start_ns: int,
+               faults: list[Any], rig: Any) -> tuple[dict[str, Any], list[Any]]:
+    """What a live run recorded → (the metrics dict `eval.report` renders, the per-frame records).
+
+    Shared by `eval --live` and the demo: ground truth and outputs matched by stamp, the replay's stamp
+    offset taken from the first ground-truth frame (`first_gt_ns` = its stamp in the bag), end-to-end
+    latency from receive times, the node's counters from its last /diagnostics (`diag`), and the
+    reaction to each injected fault.
+    """
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    from ..eval.bag_eval import BagEvalConfig, BagRun, collect_metrics, fault_response
+    from ..eval.report import latency_stats
+    from ..ros.obstacles import pointcloud2_to_obstacles
+
+    shift = int(pointcloud2_to_obstacles(deserialize_message(gt_msgs[0][1], PointCloud2)).stamp_ns) - first_gt_ns
+    records, switches, latencies, unmatched = live_records(gt_msgs, outputs, modes, shift, start_ns)
+    run = BagRun(bag_name, start_ns, records=records, switches=switches)
+    metrics = collect_metrics([run], BagEvalConfig(robustness=False))
+    lat = latency_stats([{"end_to_end": v} for v in latencies])
+    # Per-stage timings are in the node's diagnostics (p50 of its window), not in its outputs.
+    metrics["latency_ms"] = lat | {k.replace("latency_ms_p50.", "node_p50."): {"p50": float(v)}
+                                   for k, v in diag.items() if k.startswith("latency_ms_p50.")}
+    metrics["live"] = {
+        "outputs": len(outputs), "ground_truth_frames": len(gt_msgs), "frames_without_output": unmatched,
+        "bundles_dropped_busy": int(diag.get("bundles_dropped_busy", 0) or 0),
+        "bundles_failed": int(diag.get("bundles_failed", 0) or 0),
+        "end_to_end_ms": lat.get("end_to_end", {}),
+    }
+    metrics["faults"] = fault_response(run, faults, rig)
+    return metrics, records
+
+
 def run_live(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..core.rig import ConfigError
-    from ..eval.bag_eval import BagEvalConfig, BagRun, collect_metrics, evaluate_bag, fault_response
-    from ..eval.report import latency_stats, render_console, write_outputs
+    from ..eval.bag_eval import BagEvalConfig, collect_metrics, evaluate_bag
+    from ..eval.report import render_console, write_outputs
     from ..ros.bag_io import read_payloads
     from ..ros.live_run import LiveRun
     from ..runtime.pipeline import FusionPipeline, PipelineConfig
@@ -173,29 +208,10 @@ def run_live(args: argparse.Namespace) -> int:
         live.close()
     if not gt_msgs:
         return fail("eval", "no ground truth was received during the replay", EXIT_ERROR)
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import PointCloud2
-
-    from ..ros.obstacles import pointcloud2_to_obstacles
-
-    shift = int(pointcloud2_to_obstacles(deserialize_message(gt_msgs[0][1], PointCloud2)).stamp_ns) - first_gt
     start = start_ns if start_ns is not None else first_gt
-    records, switches, latencies, unmatched = live_records(gt_msgs, outputs, modes, shift, start)
-    live_run = BagRun(bag.name, start, records=records, switches=switches)
+    metrics, _ = score_live(bag.name, gt_msgs, outputs, modes, diag, first_gt, start, faults, rig)
+    metrics["live"]["nodes_died"] = died
     cfg = BagEvalConfig(strategy=args.strategy, robustness=False)
-    metrics = collect_metrics([live_run], cfg)
-    metrics.pop("latency_ms", None)  # per-stage timings are in the node's diagnostics, not in its outputs
-    lat = latency_stats([{"end_to_end": v} for v in latencies])
-    metrics["latency_ms"] = lat | {k.replace("latency_ms_p50.", "node_p50."): {"p50": float(v)}
-                                   for k, v in diag.items() if k.startswith("latency_ms_p50.")}
-    metrics["live"] = {
-        "outputs": len(outputs), "ground_truth_frames": len(gt_msgs), "frames_without_output": unmatched,
-        "bundles_dropped_busy": int(diag.get("bundles_dropped_busy", 0) or 0),
-        "bundles_failed": int(diag.get("bundles_failed", 0) or 0),
-        "nodes_died": died,
-        "end_to_end_ms": lat.get("end_to_end", {}),
-    }
-    metrics["faults"] = fault_response(live_run, faults, rig)
     # The same bag offline: live accuracy must match it.
     console.print("offline run of the same bag for comparison")
     pipeline = FusionPipeline(rig, model, backend, PipelineConfig.from_manifest(model.raw, strategy=args.strategy))
@@ -211,6 +227,7 @@ def run_live(args: argparse.Namespace) -> int:
     for r in render_console(metrics):
         console.print(r)
     e2e = metrics["live"]["end_to_end_ms"]
+    unmatched = metrics["live"]["frames_without_output"]
     console.print(
         f"live: {len(outputs)} outputs for {len(gt_msgs)} frames ({unmatched} without output); end-to-end latency "
         f"p50 {e2e.get('p50', float('nan')):.1f} / p95 {e2e.get('p95', float('nan')):.1f} / "

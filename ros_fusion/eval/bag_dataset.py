@@ -41,22 +41,22 @@ import numpy as np
 
 from ..core import network_io as nio
 from ..core.centerhead import encode_obstacles
+from ..core.files import sha256_file
 from ..core.rig import Rig
 from ..core.sync import Bundle
 from ..core.types import NS_PER_S, Modality, Obstacles
 from ..runtime.engine import EngineSettings, FusionEngine
 from ..runtime.pipeline import FusionPipeline
 from ..sim.dataset import (
-    DATASET_VERSION,
     SPLITS,
     STORAGE,
     DatasetFrame,
     ProgressFn,
-    _sha256,
     check_splits,
     config_hash,
     frames_to_arrays,
     shard_name,
+    write_manifest,
     write_npz_deterministic,
 )
 from .bag_eval import GROUND_TRUTH_TOPIC, _Feeder, _gt_at, _nearest_gt
@@ -284,12 +284,12 @@ def bag_sha256(path: Path) -> str:
     """sha256 of an MCAP file, or of a rosbag2 folder (its files' names and hashes, sorted)."""
     p = Path(path)
     if p.is_file():
-        return _sha256(p)
+        return sha256_file(p)
     if not p.is_dir():
         raise FileNotFoundError(f"{p}: no such bag")
     h = hashlib.sha256()
     for f in sorted(x for x in p.rglob("*") if x.is_file()):
-        h.update(f"{f.relative_to(p).as_posix()}\0{_sha256(f)}\n".encode())
+        h.update(f"{f.relative_to(p).as_posix()}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
 
@@ -371,7 +371,7 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
         name = shard_name(split, stem, seed)
         path = out / name
         path.parent.mkdir(exist_ok=True)
-        if name in old and path.exists() and _sha256(path) == old[name].get("sha256"):
+        if name in old and path.exists() and sha256_file(path) == old[name].get("sha256"):
             shards.append(old[name])
             done += int(old[name].get("frames", 0))
             if progress:
@@ -392,12 +392,10 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
                 "rig": rig.name, "bag": bag.name, "bag_sha256": shas[bag], "source": "bag"}
         write_npz_deterministic(path, frames_to_arrays(frames, meta))
         shards.append({"file": name, "split": split, "scenario": stem, "seed": seed, "frames": len(frames),
-                       "sha256": _sha256(path), "gt_boxes": int(sum(len(f.gt) for f in frames)),
+                       "sha256": sha256_file(path), "gt_boxes": int(sum(len(f.gt) for f in frames)),
                        "bag": bag.name, "bag_sha256": shas[bag], "rig": rig.name, "stats": stats.to_dict()})
     rig_names = list(dict.fromkeys(r.name for r in rigs.values()))
-    manifest = {
-        "dataset_version": DATASET_VERSION,
-        "config_hash": chash,
+    return write_manifest(out, chash, shards, {
         "source": "bags",
         "rig": ",".join(rig_names),
         "stride": stride,
@@ -405,13 +403,7 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
         "splits": {s: [seeds[b] for sp, b in items if sp == s] for s in SPLITS},
         "bags": [{"split": s, "bag": b.name, "path": str(b), "sha256": shas[b], "seed": seeds[b],
                   "rig": rigs[b].name} for s, b in items],
-        "classes": list(nio.CLASSES),
-        "storage": STORAGE,
-        "frames": {s: sum(x["frames"] for x in shards if x["split"] == s) for s in SPLITS},
-        "shards": shards,
-    }
-    mpath.write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    })
 
 
 __all__ = ["BagFrameStats", "bag_frames", "bag_sha256", "bags_to_dataset", "check_compatible_rigs",

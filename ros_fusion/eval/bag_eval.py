@@ -219,7 +219,8 @@ def evaluate_bag(messages: Iterable[tuple[str, int, Any]], rig: Rig, pipeline: F
     """Run one recording through a fresh engine around `pipeline` (see module docstring)."""
     engine = FusionEngine(rig, pipeline, config.settings)
     engine.keep_prepared = config.robustness or config.collect_single
-    policies = {(p, s): ModePolicy(pipeline.config) for p in config.patterns for s in config.strategies}
+    policies = ({(p, s): ModePolicy(pipeline.config) for p in config.patterns for s in config.strategies}
+                if config.robustness else {})
     gts: dict[int, Obstacles] = {}
     gt_stamps: list[int] = []
     pending: list[EngineOutput] = []

@@ -13,7 +13,6 @@ No torch here: the ONNX Runtime and TensorRT backends run a bundle without it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from ..core import network_io as io
+from ..core.files import sha256_file
 from ..core.rig import ConfigError, Rig
 from ..core.types import Modality
 
@@ -31,14 +31,6 @@ STAGE_NAMES = ("lidar", "radar", "camera", "imu", "fusion_head")
 
 class BundleError(ConfigError):
     """The manifest or a model file is missing, malformed, or does not match."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def contract_grid() -> dict[str, Any]:

@@ -285,30 +285,6 @@ class PreparedBundle:
     cache: dict[Any, Any] = field(default_factory=dict)
 
 
-class _LockedMotion:
-    """The pose history's query interface, each call under the pipeline's lock (see FusionPipeline.lock)."""
-
-    def __init__(self, history: PoseHistory, lock: Any) -> None:
-        self._h = history
-        self._lock = lock
-
-    def relative_poses(self, times_from_ns: Any, t_to_ns: int) -> np.ndarray:
-        with self._lock:
-            return self._h.relative_poses(times_from_ns, t_to_ns)
-
-    def relative_pose(self, t_from_ns: int, t_to_ns: int) -> np.ndarray:
-        with self._lock:
-            return self._h.relative_pose(t_from_ns, t_to_ns)
-
-    def velocity(self, t_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        with self._lock:
-            return self._h.velocity(t_ns)
-
-    def check(self, t_from_ns: int, t_to_ns: int) -> str | None:
-        with self._lock:
-            return self._h.check(t_from_ns, t_to_ns)
-
-
 # ----------------------------------------------------------------------------- the pipeline
 class FusionPipeline:
     """Bundle → obstacles for one rig and one model (see module docstring)."""
@@ -339,7 +315,7 @@ class FusionPipeline:
         # Pipelining: reference sweeps rasterised + encoded on arrival, keyed (sensor, stamp).
         self._prefetched: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, dict[str, float]]] = {}
         # The node feeds IMU/odometry from its executor thread while a worker thread fuses: every
-        # access to the pose history and the IMU buffer holds this lock (each is short).
+        # access to the pose history and the IMU buffer holds this lock (a few ms at most).
         self.lock = threading.RLock()
         tune_allocator()
 
@@ -454,25 +430,21 @@ class FusionPipeline:
                               timings, switch, reason)
 
     # --- intermediate / degraded ----------------------------------------------------------
-    def _motion(self, lo_ns: int, hi_ns: int) -> Any:
-        with self.lock:
-            why = self.ego.check(int(lo_ns), int(hi_ns))
-        if why is None:
-            return _LockedMotion(self.ego, self.lock)
-        self.counters[f"ego_unavailable.{why}"] += 1
-        return self._static
-
     def _with_motion(self, lo_ns: int, hi_ns: int, fn: Callable[[Any], Any]) -> Any:
-        """`fn(motion)` with the pose history checked and used under one hold of the lock.
+        """`fn(motion)` with the pose history checked and queried under one hold of the lock.
 
         Checking coverage and then querying in two steps raced with the executor thread:
         an IMU restart between them made the query fall outside the history (found by the
-        live node test). A query that still fails falls back to no compensation, counted.
+        live node test). Without coverage, or if a query still fails, `fn` gets
+        `StaticMotion` (no compensation), counted per reason.
         """
         with self.lock:
-            motion = self._motion(lo_ns, hi_ns)
+            why = self.ego.check(int(lo_ns), int(hi_ns))
+            if why is not None:
+                self.counters[f"ego_unavailable.{why}"] += 1
+                return fn(self._static)
             try:
-                return fn(motion)
+                return fn(self.ego)
             except OutOfHistory:
                 self.counters["ego_unavailable.out_of_history"] += 1
                 return fn(self._static)

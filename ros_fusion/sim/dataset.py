@@ -43,6 +43,7 @@ from ..core.bev import tune_allocator
 from ..core.camera_lift import normalise_image, resize_image
 from ..core.centerhead import Targets, encode_obstacles
 from ..core.compensation import compensate_radar, deskew_lidar
+from ..core.files import sha256_file
 from ..core.preprocess import CameraFrame, Preprocessor, SensorFrame
 from ..core.rig import Rig, SensorSpec
 from ..core.types import NS_PER_S, Image, ImuSample, Modality, Obstacles, PointCloud
@@ -334,7 +335,7 @@ def generate_dataset(out_dir: str | Path, rig: Rig, scenarios: Sequence[str], sp
                 name = shard_name(split, scenario, int(seed))
                 path = out / name
                 path.parent.mkdir(exist_ok=True)
-                if name in old and path.exists() and _sha256(path) == old[name]["sha256"]:
+                if name in old and path.exists() and sha256_file(path) == old[name]["sha256"]:
                     shards.append(old[name])
                     done += old[name]["frames"]
                     if progress:
@@ -350,22 +351,30 @@ def generate_dataset(out_dir: str | Path, rig: Rig, scenarios: Sequence[str], sp
                         "duration_s": float(duration_s), "stride": int(stride), "rig": rig.name}
                 write_npz_deterministic(path, frames_to_arrays(frames, meta))
                 shards.append({"file": name, "split": split, "scenario": scenario, "seed": int(seed),
-                               "frames": len(frames), "sha256": _sha256(path),
+                               "frames": len(frames), "sha256": sha256_file(path),
                                "gt_boxes": int(sum(len(f.gt) for f in frames))})
-    manifest = {
-        "dataset_version": DATASET_VERSION,
-        "config_hash": chash,
+    return write_manifest(out, chash, shards, {
         "rig": rig.name,
         "duration_s": float(duration_s),
         "stride": int(stride),
         "scenarios": list(scenarios),
         "splits": {k: [int(s) for s in v] for k, v in splits.items()},
+    })
+
+
+def write_manifest(out_dir: Path, config_hash: str, shards: list[dict], fields: dict) -> dict:
+    """Write `manifest.json`: what every dataset states (version, config hash, classes, storage, frames
+    per split, shards) around the source-specific `fields`; returns it."""
+    manifest = {
+        "dataset_version": DATASET_VERSION,
+        "config_hash": config_hash,
+        **fields,
         "classes": list(nio.CLASSES),
         "storage": STORAGE,
         "frames": {s: sum(x["frames"] for x in shards if x["split"] == s) for s in SPLITS},
         "shards": shards,
     }
-    mpath.write_text(json.dumps(manifest, indent=1) + "\n")
+    (Path(out_dir) / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
@@ -380,9 +389,3 @@ def read_manifest(out_dir: str | Path) -> dict:
     return m
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
