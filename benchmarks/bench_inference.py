@@ -32,19 +32,21 @@ def _p99(benchmark) -> None:
         print(f"\n{benchmark.name}: p50 {np.median(ms):.2f} ms  p99 {np.percentile(ms, 99):.2f} ms  n={len(ms)}")
 
 
-def test_ort_cpu_all_stages(benchmark):
-    bundle = load_bundle(share_dir() / "models")
-    cfg = NetConfig(**bundle.raw["network"]["config"])
-    be = create_backend("onnxruntime", bundle, providers="CPUExecutionProvider")
-    x = _inputs(cfg)
-
+def _stage_chain(be, x: dict[str, np.ndarray]):
     def infer() -> dict[str, np.ndarray]:
         feats: dict[str, np.ndarray] = {}
         for stage in ("camera", "lidar", "radar", "imu"):
             feats |= be.run(stage, {n: x[n] for n in STAGE_IO[stage][0]})
         return be.run("fusion_head", feats | {"coverage": x["coverage"], "present": x["present"]})
 
-    out = benchmark.pedantic(infer, rounds=100, warmup_rounds=5)
+    return infer
+
+
+def test_ort_cpu_all_stages(benchmark):
+    bundle = load_bundle(share_dir() / "models")
+    cfg = NetConfig(**bundle.raw["network"]["config"])
+    be = create_backend("onnxruntime", bundle, providers="CPUExecutionProvider")
+    out = benchmark.pedantic(_stage_chain(be, _inputs(cfg)), rounds=100, warmup_rounds=5)
     assert out["heatmap"].shape == (1, 6, 64, 64)
     _p99(benchmark)
 
@@ -67,4 +69,36 @@ def test_torch_train_step_batch4(benchmark):
         return float(loss.detach())
 
     assert np.isfinite(benchmark.pedantic(step, rounds=10, warmup_rounds=1))
+    _p99(benchmark)
+
+
+def test_torch_cuda_all_stages(benchmark):
+    """Batch 1 on a CUDA GPU through the torch backend, host↔device copies included (issue #4).
+
+    Weights are random (the timing depends on the architecture in the manifest, not the
+    values); skipped where torch sees no GPU.
+    """
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible to torch")
+    from ros_fusion.models.network import FusionNet
+
+    bundle = load_bundle(share_dir() / "models")
+    cfg = NetConfig(**bundle.raw["network"]["config"])
+    torch.manual_seed(0)
+    be = create_backend("torch", bundle, model=FusionNet(cfg), device="cuda")
+    out = benchmark.pedantic(_stage_chain(be, _inputs(cfg)), rounds=200, warmup_rounds=20)
+    assert out["heatmap"].shape == (1, 6, 64, 64) and np.isfinite(out["heatmap"]).all()
+    _p99(benchmark)
+
+
+def test_ort_cuda_all_stages(benchmark):
+    """The shipped ONNX files on ONNX Runtime's CUDA provider (onnxruntime-gpu); skipped without it."""
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    bundle = load_bundle(share_dir() / "models")
+    cfg = NetConfig(**bundle.raw["network"]["config"])
+    be = create_backend("onnxruntime", bundle, providers="CUDAExecutionProvider")
+    out = benchmark.pedantic(_stage_chain(be, _inputs(cfg)), rounds=200, warmup_rounds=20)
+    assert out["heatmap"].shape == (1, 6, 64, 64)
     _p99(benchmark)

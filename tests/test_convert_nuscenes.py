@@ -49,6 +49,7 @@ def test_ground_truth_round_trip_and_velocity(nusc_root) -> None:
                                                                         (NUSC_T0_US + 500_000) * 1000]
     first = gt[0]
     assert list(first.labels) == [0, 3]  # car, pedestrian; the traffic cone is not one of our classes
+    assert first.num_points.tolist() == [11, 11]  # num_lidar_pts 10 + num_radar_pts 1, for filter_eval_boxes
     worst_pos = worst_yaw = 0.0
     for b, t in zip(first.boxes.astype(np.float64), NUSC_TRUTH[:2], strict=True):
         worst_pos = max(worst_pos, float(np.abs(b[:6] - t.box[:6]).max()))

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import PointField
 from visualization_msgs.msg import Marker
 
-from ros_fusion.core.types import DEFAULT_CLASSES, OBSTACLE_FIELDS, Obstacles
+from ros_fusion.core.types import DEFAULT_CLASSES, OBSTACLE_FIELDS, Obstacles, RejectedInput
 from ros_fusion.ros.obstacles import box_edges, obstacles_to_markers, obstacles_to_pointcloud2, pointcloud2_to_obstacles
 from ros_fusion.ros.pointcloud import make_pointcloud2
 
@@ -117,3 +117,17 @@ def test_empty_obstacles_give_only_deleteall():
     arr = obstacles_to_markers(Obstacles.empty(0), DEFAULT_CLASSES).markers
     assert len(arr) == 1 and arr[0].action == Marker.DELETEALL
     assert len(pointcloud2_to_obstacles(obstacles_to_pointcloud2(Obstacles.empty(5)))) == 0
+
+
+def test_ground_truth_num_points_column_round_trips_and_is_checked():
+    gt = _obstacles(4, seed=3)
+    assert pointcloud2_to_obstacles(obstacles_to_pointcloud2(gt)).num_points is None  # detections: no column
+    gt.num_points = np.array([0, 7, 1200, 3], np.int32)
+    msg = obstacles_to_pointcloud2(gt)
+    assert [f.name for f in msg.fields] == [*OBSTACLE_FIELDS, "num_points"]
+    back = pointcloud2_to_obstacles(msg)
+    np.testing.assert_array_equal(back.num_points, gt.num_points)
+    np.testing.assert_array_equal(back.table(), gt.table())
+    gt.num_points = np.array([0, -1, 2, 3], np.int32)
+    with pytest.raises(RejectedInput, match="num_points"):
+        pointcloud2_to_obstacles(obstacles_to_pointcloud2(gt))

@@ -118,7 +118,9 @@ def test_samples_have_aligned_inputs_and_targets(frames) -> None:
     for f in frames:
         f.inputs.check(1)
         assert f.inputs.arrays["present"].tolist() == [1.0, 1.0, 1.0] or f is frames[0]
-        assert f.targets.n_objects == int(G.in_grid(f.gt.boxes[:, 0], f.gt.boxes[:, 1]).sum())
+        assert f.gt.num_points is not None and len(f.gt.num_points) == len(f.gt)
+        seen = f.gt.observed()  # targets only for objects a LiDAR or radar return hit
+        assert f.targets.n_objects == int(G.in_grid(seen.boxes[:, 0], seen.boxes[:, 1]).sum())
         occ = f.inputs.arrays["lidar_bev"][0]
         for b in f.gt.boxes:
             if np.hypot(b[0], b[1]) < 25 and b[3] > 3:  # vehicles near the car are hit by the LiDAR

@@ -124,3 +124,16 @@ def test_range_bands_and_devkit_empty_class() -> None:
     assert devkit.mean_ap == pytest.approx((4 / 9) / 6)  # five empty classes count as 0, as in the devkit
     s = r.summary()
     assert s["mAP"] == r.mean_ap and "trans_err" in s and s["per_class_AP"]["car"] == pytest.approx(4 / 9)
+
+
+def test_ground_truth_without_sensor_returns_is_not_scored_but_counted() -> None:
+    gt = obs(GT_CARS, [CAR] * 4)
+    pred = obs(GT_CARS[:3], [CAR] * 3, [0.9, 0.8, 0.7])  # the fourth car is never detected
+    assert evaluate([(gt, pred)]).class_ap("car") < 1.0  # num_points unknown: every box is scored
+    gt.num_points = np.array([50, 8, 2, 0], np.int32)  # ...and no sensor saw it
+    r = evaluate([(gt, pred)])
+    assert r.class_ap("car") == pytest.approx(1.0)
+    assert r.n_gt["car"] == 3 and r.n_gt_unobserved == 1 and r.summary()["n_gt_unobserved"] == 1
+    strict = evaluate([(gt, pred)], EvalConfig(min_gt_points=3))  # the 2-return car goes too
+    assert strict.n_gt["car"] == 2 and strict.n_gt_unobserved == 2
+    assert gt.observed(3).num_points.tolist() == [50, 8]

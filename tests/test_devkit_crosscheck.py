@@ -187,3 +187,20 @@ def test_missing_devkit_names_the_pip_command(monkeypatch):
     gt = make([[5, 0, 0.8, 4.5, 1.9, 1.6, 0, 0, 0]], [0])
     with pytest.raises(ImportError, match=r"pip install --no-deps nuscenes-devkit==1\.2\.0"):
         devkit_map([(gt, gt)], CLASSES)
+
+
+def test_ground_truth_no_sensor_hit_is_left_out_by_both():
+    """num_points == 0 is what the devkit's filter_eval_boxes drops; we do the same, and count it."""
+    gt = make([[10, 0, 0.8, 4.5, 1.9, 1.6, 0, 0, 0], [20, 5, 0.8, 4.5, 1.9, 1.6, 0, 0, 0],
+               [30, -5, 0.8, 4.5, 1.9, 1.6, 0, 0, 0]], [0, 0, 0])
+    gt.num_points = np.array([120, 0, 3], np.int32)  # the second car is hidden
+    pred = make([[10, 0, 0.8, 4.5, 1.9, 1.6, 0, 0, 0], [30, -5, 0.8, 4.5, 1.9, 1.6, 0, 0, 0]], [0, 0], [0.9, 0.8])
+    ours = evaluate([(gt, pred)], EvalConfig(classes=CLASSES))
+    theirs = devkit_map([(gt, pred)], CLASSES)
+    assert ours.n_gt["car"] == theirs["n_gt"]["car"] == 2
+    assert ours.n_gt_unobserved == theirs["left_out"]["no_sensor_points"] == 1
+    assert ours.class_ap("car") == pytest.approx(1.0) and theirs["per_class_AP"]["car"] == pytest.approx(1.0)
+    every_box = evaluate([(gt, pred)], EvalConfig(classes=CLASSES, min_gt_points=0))
+    assert every_box.n_gt["car"] == 3 and every_box.class_ap("car") < 0.9
+    assert devkit_map([(gt, pred)], CLASSES, min_gt_points=0)["per_class_AP"]["car"] == pytest.approx(
+        every_box.class_ap("car"), abs=1e-9)

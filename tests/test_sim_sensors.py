@@ -244,3 +244,34 @@ def test_imu_and_odometry_follow_the_drive(sim, rig):
     assert travelled > 10
     assert 0 < err < 0.05 * travelled  # drifts, but like wheel odometry does (a few %)
     assert last.frame_id == "odom" and last.child_frame_id == "base_link"
+
+
+def test_ground_truth_num_points_counts_the_returns_on_each_object(sim, rig):
+    """nuScenes' num_lidar_pts: the sweep's returns on the actor; 0 = nothing to detect (left out of eval)."""
+    spec = rig.sensors["lidar_top"]
+    hidden = seen = 0
+    for t_end in (0.5, 1.5, 2.5):
+        counts = np.zeros(len(sim.world.actors), np.int64)
+        cloud = lidar_sweep(sim.world, spec, t_end, np.random.default_rng(2), actor_returns=counts)
+        gt = ground_truth(sim.world, t_end, 0, actor_returns=counts)
+        assert gt.num_points is not None and len(gt.num_points) == len(gt)
+        assert counts.sum() <= len(cloud)
+        p = deskew(sim, cloud, spec, t_end)
+        for box, n in zip(gt.boxes, gt.num_points, strict=True):
+            if n == 0:
+                hidden += 1
+                assert points_in_box(p, box, margin=0.6).sum() <= 3  # (a neighbour's points may touch the margin)
+            elif n >= 20 and np.hypot(box[0], box[1]) < 40:
+                seen += 1
+                # a truck at 14 m/s is smeared ~1.4 m by the 0.1 s sweep: look 3 m around the box
+                assert points_in_box(p, box, margin=3.0).sum() >= 0.5 * n
+    assert hidden >= 1 and seen >= 3
+    assert ground_truth(sim.world, 1.0, 0).num_points is None  # not counted: unknown, not zero
+
+
+def test_simulated_ground_truth_carries_lidar_and_radar_returns(rig):
+    sim = DriveSimulator(rig, "urban", 11, 1.5)
+    gts = [e.payload for e in sim.events() if e.sensor == "ground_truth"]
+    assert len(gts) >= 10
+    n = np.concatenate([g.num_points for g in gts])
+    assert (n > 0).mean() > 0.5 and (n == 0).any()

@@ -90,3 +90,24 @@ def test_bad_shards_are_refused_with_their_name(tmp_path):
         ShardDataset([tmp_path / "bad.npz"])
     with pytest.raises(DataError, match="no train shards"):
         ShardDataset.from_dir(tmp_path / "nothing", "train")
+
+
+def test_regression_loss_sums_weighted_channels_per_object() -> None:
+    """CenterPoint's recipe: per object the weighted SUM over channels, averaged over objects."""
+    from ros_fusion.models.losses import REG_CHANNEL_WEIGHTS, regression_loss
+
+    r = len(REG_CHANNEL_WEIGHTS)
+    pred = torch.zeros(2, r, 8, 8)
+    target = torch.zeros(2, r, 8, 8)
+    mask = torch.zeros(2, 8, 8)
+    mask[0, 2, 3] = mask[1, 5, 5] = 1.0
+    target[0, :, 2, 3] = 1.0  # error 1 in every channel of one object, 0 for the other
+    target[1, :, 0, 0] = 9.0  # not an object centre: ignored
+    loss = regression_loss(pred, target, mask, channel_weights=REG_CHANNEL_WEIGHTS)
+    assert float(loss) == pytest.approx(sum(REG_CHANNEL_WEIGHTS) / 2)
+    assert float(regression_loss(pred, target, mask)) == pytest.approx(r / 2)
+    cell = torch.ones(2, 8, 8)
+    cell[1] = 0.0  # the second sample's object is outside every present modality's view
+    assert float(regression_loss(pred, target, mask, cell)) == pytest.approx(r)
+    with pytest.raises(ValueError, match="channel weights"):
+        regression_loss(pred, target, mask, channel_weights=(1.0, 2.0))

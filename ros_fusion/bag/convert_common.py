@@ -323,7 +323,9 @@ def yaw_of(R: np.ndarray) -> float:
     return float(math.atan2(R[1, 0], R[0, 0]))
 
 
-def make_obstacles(stamp_ns: int, boxes: list[list[float]], labels: list[int]) -> Obstacles:
+def make_obstacles(stamp_ns: int, boxes: list[list[float]], labels: list[int],
+                   num_points: list[int] | None = None) -> Obstacles:
+    """Ground truth; `num_points` (LiDAR + radar returns per box) where the dataset annotates them."""
     n = len(boxes)
     return Obstacles(
         stamp_ns, "base_link",
@@ -331,6 +333,7 @@ def make_obstacles(stamp_ns: int, boxes: list[list[float]], labels: list[int]) -
         np.ones(n, np.float32),
         np.asarray(labels, np.int32).reshape(n),
         np.zeros((n, 3), np.float32),
+        None if num_points is None else np.asarray(num_points, np.int32).reshape(n),
     )
 
 

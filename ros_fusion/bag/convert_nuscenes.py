@@ -329,6 +329,7 @@ def _add_ground_truth(nusc: Any, scene: dict[str, Any], refs: list[EventRef], cl
         ego_inv = np.linalg.inv(ego)
         boxes: list[list[float]] = []
         labels: list[int] = []
+        points: list[int] | None = []  # num_lidar_pts + num_radar_pts, what filter_eval_boxes reads
         for ann_token in sample["anns"]:
             ann = nusc.get("sample_annotation", ann_token)
             cat = ann["category_name"]
@@ -352,10 +353,15 @@ def _add_ground_truth(nusc: Any, scene: dict[str, Any], refs: list[EventRef], cl
             boxes.append([float(c[0]), float(c[1]), float(c[2]), l, w, h, yaw_of(in_ego[:3, :3]),
                           float(v_ego[0]), float(v_ego[1])])
             labels.append(list(classes).index(ours))
+            n_lidar, n_radar = ann.get("num_lidar_pts"), ann.get("num_radar_pts")
+            if points is not None and isinstance(n_lidar, int) and isinstance(n_radar, int):
+                points.append(max(n_lidar, 0) + max(n_radar, 0))
+            else:
+                points = None  # not annotated: every box will be scored
         stamp = int(sample["timestamp"]) * 1000
         n_boxes += len(boxes)
-        refs.append(ground_truth_ref(stamp, stamp, lambda s=stamp, b=boxes, i=labels: make_obstacles(s, b, i),
-                                     f"sample {sample['token']}"))
+        refs.append(ground_truth_ref(stamp, stamp, lambda s=stamp, b=boxes, i=labels, n=points:
+                                     make_obstacles(s, b, i, n), f"sample {sample['token']}"))
     return {"gt_boxes": str(n_boxes), "gt_velocity_unknown": str(n_unknown_vel),
             "gt_velocity": "from consecutive annotations (0 where unknown)"}
 

@@ -172,7 +172,7 @@ def move_to_time(obs: Obstacles, relative_pose: np.ndarray, dt_s: float, stamp_n
     rotations about z; for roll/pitch the yaw/velocity projection loses the
     z components, so only the centre composes exactly).
 
-    Sizes, scores, labels and weights are unchanged; the result is float32 and
+    Sizes, scores, labels, weights and num_points are unchanged; the result is float32 and
     stamped `stamp_ns` in the input's frame_id. Raises ValueError on bad shapes,
     non-finite boxes, a non-finite or non-rigid pose or a non-finite dt.
     """
@@ -202,6 +202,7 @@ def move_to_time(obs: Obstacles, relative_pose: np.ndarray, dt_s: float, stamp_n
         np.array(obs.scores, dtype=np.float32, copy=True),
         np.asarray(obs.labels).astype(np.int32),
         np.array(obs.weights, dtype=np.float32, copy=True),
+        None if obs.num_points is None else np.array(obs.num_points, copy=True),
     )
 
 

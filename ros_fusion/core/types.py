@@ -26,6 +26,8 @@ OBSTACLE_FIELDS: tuple[str, ...] = (
     "x", "y", "z", "length", "width", "height", "yaw", "vx", "vy",
     "score", "label", "w_camera", "w_lidar", "w_radar",
 )
+#: Optional 15th column of ground-truth obstacle tables: LiDAR + radar returns on the box.
+GT_POINTS_FIELD = "num_points"
 #: A box is [x, y, z, length, width, height, yaw, vx, vy] (DESIGN §4).
 BOX_DIM = 9
 
@@ -186,6 +188,12 @@ class Obstacles:
     boxes: (N, 9) [x y z length width height yaw vx vy]; scores (N,); labels (N,)
     int indices into the class list; weights (N, 3) gate attribution
     [w_camera w_lidar w_radar] (zeros when not applicable, e.g. ground truth).
+
+    num_points (N,), ground truth only: LiDAR + radar returns on the object when it
+    was observed (nuScenes' num_lidar_pts + num_radar_pts). Evaluation leaves out
+    boxes no sensor hit, as the devkit's `filter_eval_boxes` does; None = not known
+    (then every box is scored). Carried on the wire as the optional extra column
+    `GT_POINTS_FIELD` of the obstacles table.
     """
 
     stamp_ns: int
@@ -194,6 +202,18 @@ class Obstacles:
     scores: np.ndarray
     labels: np.ndarray
     weights: np.ndarray
+    num_points: np.ndarray | None = None
+
+    def subset(self, keep: np.ndarray) -> Obstacles:
+        """The boxes selected by `keep` (bool mask or indices), every per-box array alike."""
+        return Obstacles(self.stamp_ns, self.frame_id, self.boxes[keep], self.scores[keep], self.labels[keep],
+                         self.weights[keep], None if self.num_points is None else self.num_points[keep])
+
+    def observed(self, min_points: int = 1) -> Obstacles:
+        """Ground truth a sensor saw (num_points ≥ min_points); all boxes when num_points is unknown."""
+        if self.num_points is None:
+            return self
+        return self.subset(np.asarray(self.num_points) >= min_points)
 
     @staticmethod
     def empty(stamp_ns: int, frame_id: str = "base_link") -> Obstacles:

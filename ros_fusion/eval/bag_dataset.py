@@ -133,7 +133,7 @@ def clean_ground_truth(gt: Obstacles, n_classes: int, stats: BagFrameStats) -> O
     stats.boxes += int(keep.sum())
     if keep.all():
         return gt
-    return Obstacles(gt.stamp_ns, gt.frame_id, gt.boxes[keep], gt.scores[keep], gt.labels[keep], gt.weights[keep])
+    return gt.subset(keep)
 
 
 def bag_frames(messages: Iterable[Message], rig: Rig, *, stats: BagFrameStats | None = None,
@@ -213,7 +213,7 @@ def _bag_frames(messages: Iterable[Message], rig: Rig, st: BagFrameStats, settin
                 st.skipped_by_stride += 1
                 continue
             gt = clean_ground_truth(gt, n_classes, st)
-            targets = encode_obstacles(gt, pipeline.grid, n_classes)
+            targets = encode_obstacles(gt.observed(), pipeline.grid, n_classes)  # as sim/dataset.py
             ready.append(DatasetFrame(b.t_ns, b.inputs, images_to_u8(b.inputs.arrays["images"]), gt, targets))
 
     def drain() -> Iterator[DatasetFrame]:

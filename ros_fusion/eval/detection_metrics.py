@@ -14,6 +14,9 @@ error; we have no attributes, so NDS = (5·mAP + Σ(1 − min(1, err))) / 9).
 
 Frames are evaluated in base_link (the ego is at the origin), so the range
 filter is the distance of a box centre from the origin, ≤ `max_range`.
+Ground truth that no LiDAR or radar return hit is left out, as the devkit's
+`filter_eval_boxes` does (num_pts == 0), where the ground truth carries
+`num_points` (simulated bags and shards do); `min_gt_points=0` scores it.
 Deviation from the devkit, on purpose: a class without any ground truth in
 the evaluated set has no AP (NaN) and is left out of the means instead of
 counting as 0 (set `empty_class_ap=0.0` to reproduce the devkit exactly).
@@ -53,6 +56,9 @@ class EvalConfig:
     min_precision: float = MIN_PRECISION
     range_bands: tuple[tuple[float, float], ...] = RANGE_BANDS
     empty_class_ap: float = float("nan")  # devkit: 0.0
+    #: Ground truth with fewer LiDAR + radar returns is not scored (devkit `filter_eval_boxes`
+    #: drops num_pts == 0). Only where the ground truth carries num_points; 0 scores every box.
+    min_gt_points: int = 1
 
 
 @dataclass
@@ -87,6 +93,7 @@ class DetectionReport:
     n_gt: dict[str, int]
     per_band: dict[str, float] = field(default_factory=dict)  # "0-20" → mAP in that range band
     config: EvalConfig = field(default_factory=EvalConfig)
+    n_gt_unobserved: int = 0  # ground truth within range left out: no sensor return (min_gt_points)
 
     def class_ap(self, name: str) -> float:
         """AP of a class averaged over the distance thresholds."""
@@ -99,6 +106,7 @@ class DetectionReport:
             "per_class_AP": {c: self.class_ap(c) for c in self.ap},
             "per_band_mAP": self.per_band,
             "n_gt": self.n_gt,
+            "n_gt_unobserved": self.n_gt_unobserved,
         }
 
 
@@ -126,6 +134,7 @@ def _gather(frames: Sequence[tuple[Obstacles, Obstacles]], label: int, cfg: Eval
     closed = hi >= cfg.max_range  # the outermost band includes max_range itself, inner bands are [lo, hi)
     gts, gt_f, preds, pr_f, scores = [], [], [], [], []
     for fi, (gt, pred) in enumerate(frames):
+        gt = gt.observed(cfg.min_gt_points)
         for boxes, labels, out, out_f, sc in ((gt.boxes, gt.labels, gts, gt_f, None),
                                               (pred.boxes, pred.labels, preds, pr_f, pred.scores)):
             b = np.asarray(boxes, np.float64).reshape(-1, 9)
@@ -267,4 +276,16 @@ def evaluate(frames: Sequence[tuple[Obstacles, Obstacles]], config: EvalConfig |
     for lo, hi in cfg.range_bands:
         b_ap, _, _ = _class_metrics(frames, cfg, (lo, hi))
         per_band[f"{lo:g}-{hi:g}"] = _nanmean(_nanmean(v.values()) for v in b_ap.values())
-    return DetectionReport(ap, tp_err, mean_ap, mean_tp, nds, n_gt, per_band, cfg)
+    return DetectionReport(ap, tp_err, mean_ap, mean_tp, nds, n_gt, per_band, cfg, _unobserved(frames, cfg))
+
+
+def _unobserved(frames: Sequence[tuple[Obstacles, Obstacles]], cfg: EvalConfig) -> int:
+    """Ground-truth boxes of the evaluated classes within range that `min_gt_points` leaves out."""
+    n = 0
+    for gt, _ in frames:
+        if gt.num_points is None:
+            continue
+        b = np.asarray(gt.boxes, np.float64).reshape(-1, 9)
+        inside = (np.hypot(b[:, 0], b[:, 1]) <= cfg.max_range) & (np.asarray(gt.labels) < len(cfg.classes))
+        n += int((inside & (np.asarray(gt.num_points) < cfg.min_gt_points)).sum())
+    return n

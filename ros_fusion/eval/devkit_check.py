@@ -16,7 +16,9 @@ The conversion is the part worth getting right, and it is what the tests pin:
   unchanged); a class with no nuScenes name is a ValueError, not a silent skip;
 - boxes beyond `max_range` (centre distance from the ego in BEV, kept when ≤) and
   boxes with non-finite centres are dropped first, exactly as our evaluator does;
-  labels outside the class list are ignored by both and counted here.
+  labels outside the class list are ignored by both and counted here;
+- ground truth whose `num_points` (LiDAR + radar returns) is below `min_gt_points` is
+  dropped, which is what the devkit's `filter_eval_boxes` does with num_pts == 0.
 
 Difference from the devkit's own summary, on purpose (and in our evaluator too): the
 mean AP and mean TP errors are over the classes that have ground truth; a class
@@ -100,7 +102,7 @@ def yaw_quaternion(yaw: float) -> tuple[float, float, float, float]:
 
 
 def to_eval_boxes(frames: Sequence[tuple[Obstacles, Obstacles]], classes: Sequence[str],
-                  max_range: float = 50.0) -> tuple[Any, Any, dict[str, int]]:
+                  max_range: float = 50.0, min_gt_points: int = 1) -> tuple[Any, Any, dict[str, int]]:
     """(ground truth EvalBoxes, prediction EvalBoxes, counts of what was left out) — see the module docstring."""
     dk = _devkit()
     if not (isinstance(max_range, (int, float)) and math.isfinite(max_range) and max_range > 0):
@@ -108,7 +110,7 @@ def to_eval_boxes(frames: Sequence[tuple[Obstacles, Obstacles]], classes: Sequen
     names = nuscenes_names(classes, dk.names)
     by_label = [names[c] for c in classes]
     gt_eb, pred_eb = dk.EvalBoxes(), dk.EvalBoxes()
-    left_out = {"beyond_range": 0, "non_finite_centre": 0, "unknown_label": 0}
+    left_out = {"beyond_range": 0, "non_finite_centre": 0, "unknown_label": 0, "no_sensor_points": 0}
     for fi, fr in enumerate(frames):
         if not (isinstance(fr, (tuple, list)) and len(fr) == 2 and all(isinstance(o, Obstacles) for o in fr)):
             raise ValueError(f"devkit_map: frame {fi} is not a (ground truth, prediction) pair of Obstacles")
@@ -118,6 +120,8 @@ def to_eval_boxes(frames: Sequence[tuple[Obstacles, Obstacles]], classes: Sequen
             boxes = np.asarray(obs.boxes, np.float64).reshape(-1, 9)
             labels = np.asarray(obs.labels).reshape(-1)
             scores = np.asarray(obs.scores, np.float64).reshape(-1)
+            # the devkit's filter_eval_boxes: ground truth without LiDAR/radar points is not scored
+            n_pts = obs.num_points if is_gt and obs.num_points is not None else None
             if len(labels) != len(boxes) or (not is_gt and len(scores) != len(boxes)):
                 raise ValueError(f"devkit_map: {what}: {len(boxes)} boxes, {len(labels)} labels, {len(scores)} scores")
             kept = []
@@ -131,6 +135,9 @@ def to_eval_boxes(frames: Sequence[tuple[Obstacles, Obstacles]], classes: Sequen
                     continue
                 if math.hypot(b[0], b[1]) > max_range:
                     left_out["beyond_range"] += 1
+                    continue
+                if n_pts is not None and int(n_pts[k]) < min_gt_points:
+                    left_out["no_sensor_points"] += 1
                     continue
                 if not np.isfinite(b[2:7]).all():
                     raise ValueError(f"devkit_map: {what} box {k}: z/size/yaw {b[2:7].tolist()} are not finite")
@@ -167,7 +174,7 @@ def _nanmean(values: Sequence[float]) -> float:
 
 
 def devkit_map(frames: Sequence[tuple[Obstacles, Obstacles]], classes: tuple[str, ...],
-               max_range: float = 50.0) -> dict[str, Any]:
+               max_range: float = 50.0, min_gt_points: int = 1) -> dict[str, Any]:
     """mAP, per-class AP and TP errors of `frames` computed by nuscenes-devkit (see the module docstring).
 
     Returns ``{"mAP", "mAP_all_classes", "NDS", "per_class_AP", "AP_by_threshold", "tp_errors",
@@ -176,7 +183,7 @@ def devkit_map(frames: Sequence[tuple[Obstacles, Obstacles]], classes: tuple[str
     """
     dk = _devkit()
     frames = list(frames)
-    gt_eb, pred_eb, left_out = to_eval_boxes(frames, classes, max_range)
+    gt_eb, pred_eb, left_out = to_eval_boxes(frames, classes, max_range, min_gt_points)
     names = nuscenes_names(classes, dk.names)
     ap_by_th: dict[str, dict[str, float]] = {}
     tp_errors: dict[str, dict[str, float]] = {}

@@ -413,7 +413,9 @@ class NetworkEvalReport:
             "frames": self.n_frames,
             "backend": self.detector,
             "metric": "nuScenes-style centre-distance AP over {0.5,1,2,4} m within "
-                      f"{self.config.metrics.max_range:g} m; NDS-like",
+                      f"{self.config.metrics.max_range:g} m; NDS-like; ground truth without any LiDAR/radar "
+                      "return left out (devkit filter_eval_boxes)",
+            "gt_unobserved_left_out": all_.n_gt_unobserved,
             "mAP": all_.mean_ap,
             "NDS": all_.nds,
             "per_class_AP": {c: all_.class_ap(c) for c in all_.ap},
@@ -606,6 +608,7 @@ def render_report(rep: NetworkEvalReport) -> Any:
         f"camera gate outside the camera's coverage: max {g['camera_outside_coverage_max']:.3g} "
         f"({'exactly 0' if checks['camera_gate_zero_outside_coverage'] else 'NOT 0'}); "
         f"gates of absent modalities: max {max(g['absent_modality_max_per_pattern'].values(), default=0.0):.3g}",
+        f"ground truth with no LiDAR/radar return, left out as the devkit does: {all_.n_gt_unobserved} boxes",
         f"data seeds {rep.data.get('seeds')} ({', '.join(rep.data.get('scenarios', []))}); "
         f"model {rep.model.get('status')!r}",
     ]

@@ -121,6 +121,11 @@ def render_bev(path: Path, scene: BevScene) -> Path:
     n_cls = len(scene.classes)
     gt_b, gt_l, _, gt_bad = _finite_rows(scene.gt, n_cls, "gt")
     pr_b, pr_l, _, pr_bad = _finite_rows(scene.pred, n_cls, "pred")
+    unseen_b = np.zeros((0, 9))
+    if scene.gt.num_points is not None and len(scene.gt.num_points) == len(scene.gt):
+        # boxes no sensor return hit are not scored (devkit filter_eval_boxes): drawn dashed
+        unseen_b, _, _, _ = _finite_rows(scene.gt.subset(np.asarray(scene.gt.num_points) < 1), n_cls, "gt")
+        gt_b, gt_l, _, _ = _finite_rows(scene.gt.observed(), n_cls, "gt")
     r = float(scene.range_m)
     fig = _new_figure(BEV_SIZE_IN, BEV_SIZE_IN)
     ax = fig.add_subplot()
@@ -147,6 +152,12 @@ def render_bev(path: Path, scene: BevScene) -> Path:
         ax.add_patch(Polygon(corners[:, ::-1], closed=True, fill=False, ec=GT_COLOR, lw=1.6, zorder=3))
     if len(gt_b):
         handles.append(Patch(fill=False, ec=GT_COLOR, lw=1.6, label=f"ground truth ({len(gt_b)})"))
+    for corners in box_corners_bev(unseen_b):
+        ax.add_patch(Polygon(corners[:, ::-1], closed=True, fill=False, ec=GT_COLOR, lw=1.0, ls=":", alpha=0.7,
+                             zorder=3))
+    if len(unseen_b):
+        handles.append(Patch(fill=False, ec=GT_COLOR, lw=1.0, ls=":",
+                             label=f"no sensor return, not scored ({len(unseen_b)})"))
     pr_corners = box_corners_bev(pr_b)
     for i, corners in enumerate(pr_corners):
         color = CLASS_COLORS[pr_l[i] % len(CLASS_COLORS)]

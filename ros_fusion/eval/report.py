@@ -343,8 +343,11 @@ def _report_md(metrics: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
             dk = devkit.get("per_class_AP", {}) if devkit and isinstance(devkit.get("per_class_AP"), Mapping) else None
             header = ["class", "AP", "GT boxes"] + (["AP devkit"] if dk is not None else [])
             rows = [[c, v, n_gt.get(c), *([dk.get(c)] if dk is not None else [])] for c, v in per_class.items()]
+            hidden = summary.get("n_gt_unobserved")
+            note = (f" {hidden} ground-truth boxes in range that no LiDAR or radar return hit are left out, "
+                    "as nuscenes-devkit's `filter_eval_boxes` does." if isinstance(hidden, int) and hidden else "")
             L += ["## Per-class AP", "", "Mean over the 0.5/1/2/4 m centre-distance thresholds; "
-                  f"{_DASH} = no ground truth of that class.", ""]
+                  f"{_DASH} = no ground truth of that class.{note}", ""]
             L += _md_table(header, rows) + [""]
         bands = summary.get("per_band_mAP")
         if isinstance(bands, Mapping) and bands:

@@ -208,6 +208,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     grad_clip: float = 5.0
     net: NetConfig = field(default_factory=NetConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,14 +253,15 @@ def batch_loss(net: FusionNet, batch: dict[str, torch.Tensor], weights: LossWeig
     return detection_loss(out, batch["heatmap_target"], batch["reg_target"], batch["reg_mask"], cell_mask, weights)
 
 
-def evaluate_loss(net: FusionNet, data: ShardDataset, batch_size: int, device: torch.device) -> dict[str, float]:
+def evaluate_loss(net: FusionNet, data: ShardDataset, batch_size: int, device: torch.device,
+                  weights: LossWeights | None = None) -> dict[str, float]:
     """Mean validation losses with every modality the data has (no dropout)."""
     net.eval()
     sums: dict[str, float] = {}
     n = 0
     with torch.no_grad():
         for b in data.batches(batch_size, None):
-            losses = batch_loss(net, _to_torch(b, device))
+            losses = batch_loss(net, _to_torch(b, device), weights)
             k = len(b["present"])
             for name, v in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(v) * k
@@ -370,6 +372,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
         state = torch.load(last, map_location=device, weights_only=True)
         if state.get("net_config") != cfg.net.to_dict():
             raise ValueError(f"{last} was trained with network {state.get('net_config')}, not {cfg.net.to_dict()}")
+        saved_loss = state.get("train_config", {}).get("loss")
+        if saved_loss is not None and json.dumps(saved_loss) != json.dumps(asdict(cfg.loss)):
+            raise ValueError(f"{last} was trained with loss weights {saved_loss}, not {asdict(cfg.loss)}")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -389,7 +394,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
                 if step >= total:
                     break
                 b["present"] = dropout_presence(b["present"], rng, cfg.p_all)
-                losses = batch_loss(net, _to_torch(b, device))
+                losses = batch_loss(net, _to_torch(b, device), cfg.loss)
                 opt.zero_grad(set_to_none=True)
                 losses["total"].backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -403,7 +408,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
                            losses=f"loss {sums['total'] / n:.3f} (hm {sums['heatmap'] / n:.3f} "
                                   f"reg {sums['regression'] / n:.3f})")
             epoch += 1
-            val = evaluate_loss(net, val_data, cfg.batch_size, device)
+            val = evaluate_loss(net, val_data, cfg.batch_size, device, cfg.loss)
             record = {"epoch": epoch, "step": step, "train": {k: v / max(n, 1) for k, v in sums.items()},
                       "val": val, "seconds": time.perf_counter() - t0}
             history.append(record)

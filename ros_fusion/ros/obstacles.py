@@ -20,12 +20,14 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ..core.types import OBSTACLE_FIELDS, Obstacles, RejectedInput
+from ..core.types import GT_POINTS_FIELD, OBSTACLE_FIELDS, Obstacles, RejectedInput
 from .pointcloud import make_pointcloud2, pointcloud2_to_cloud
 from .stamps import ns_to_stamp, seconds_to_duration
 
 #: The packed float32 row dtype of the obstacles table.
 OBSTACLE_DTYPE = np.dtype([(name, "<f4") for name in OBSTACLE_FIELDS])
+#: Ground-truth tables add the LiDAR + radar return count of each box (see `Obstacles.num_points`).
+GT_DTYPE = np.dtype([(name, "<f4") for name in (*OBSTACLE_FIELDS, GT_POINTS_FIELD)])
 
 #: Speeds below this (m/s) draw no velocity arrow.
 MIN_ARROW_SPEED = 0.2
@@ -57,8 +59,13 @@ _CORNER_SIGNS = np.array([[(c & 1) * 2 - 1, ((c >> 1) & 1) * 2 - 1, ((c >> 2) & 
 def obstacles_to_pointcloud2(obs: Obstacles) -> PointCloud2:
     """Obstacles → the obstacles PointCloud2 table (float32 fields in OBSTACLE_FIELDS order)."""
     table = obs.table()
-    rows = np.empty(len(table), OBSTACLE_DTYPE)
-    rows.view(np.float32).reshape(len(table), len(OBSTACLE_FIELDS))[:] = table
+    if obs.num_points is not None:  # ground truth: one more column
+        table = np.concatenate([table, np.asarray(obs.num_points, np.float32).reshape(-1, 1)], axis=1)
+        dtype = GT_DTYPE
+    else:
+        dtype = OBSTACLE_DTYPE
+    rows = np.empty(len(table), dtype)
+    rows.view(np.float32).reshape(len(table), table.shape[1])[:] = table
     msg = make_pointcloud2(obs.stamp_ns, obs.frame_id, rows)
     msg.is_dense = bool(np.isfinite(table).all())
     return msg
@@ -68,7 +75,7 @@ def pointcloud2_to_obstacles(msg: PointCloud2) -> Obstacles:
     """The obstacles PointCloud2 table → Obstacles.
 
     Accepts any layout that has every OBSTACLE_FIELDS column as a scalar
-    number (extra fields are ignored). Rejects missing columns (``fields``),
+    number; of the extra fields only ground truth's `GT_POINTS_FIELD` is read. Rejects missing columns (``fields``),
     non-finite values (``nan``: a box with NaN cannot be evaluated or drawn)
     and negative labels (``range``). An empty table is a valid "no detections".
     """
@@ -89,7 +96,13 @@ def pointcloud2_to_obstacles(msg: PointCloud2) -> Obstacles:
     labels = table[:, OBSTACLE_FIELDS.index("label")]
     if (labels < -0.5).any():
         raise RejectedInput("range", f"negative label {float(labels.min())}", "label")
-    return Obstacles.from_table(cloud.stamp_ns, cloud.frame_id, table)
+    obs = Obstacles.from_table(cloud.stamp_ns, cloud.frame_id, table)
+    if GT_POINTS_FIELD in cloud.field_names:
+        pts = np.asarray(cloud.points[GT_POINTS_FIELD], np.float64).reshape(len(table), -1)[:, 0]
+        if not (np.isfinite(pts).all() and (pts >= 0).all()):
+            raise RejectedInput("range", f"{GT_POINTS_FIELD} must be finite and >= 0", GT_POINTS_FIELD)
+        obs.num_points = np.rint(pts).astype(np.int32)
+    return obs
 
 
 def class_color(label: int, mode: str = "") -> ColorRGBA:

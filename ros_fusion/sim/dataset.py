@@ -50,7 +50,7 @@ from ..core.types import NS_PER_S, Image, ImuSample, Modality, Obstacles, PointC
 from .drive import DriveSimulator
 from .ego import EgoTrajectory, TrueMotion
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2  # 2: ground truth carries num_points; targets only for observed objects
 JPEG_QUALITY = 90  # what ros/image.py's image_to_compressed uses by default
 FINALISE_AFTER_S = 0.2  # a sweep is assembled once messages published this long after T have arrived
 IMU_HISTORY_S = 1.0
@@ -192,7 +192,9 @@ class DriveSamples:
             imu=list(imu),
         )
         inputs = self.pre.build(frame)
-        return DatasetFrame(T, inputs, small, gt, encode_obstacles(gt, self.pre.grid))
+        # Targets only for objects some sensor returned from (mmdet3d's valid_flag on nuScenes):
+        # a box behind a wall is not something the network can learn to find.
+        return DatasetFrame(T, inputs, small, gt, encode_obstacles(gt.observed(), self.pre.grid))
 
 
 # ----------------------------------------------------------------------------- shards
@@ -203,7 +205,7 @@ STORAGE: dict[str, str] = {
     "lidar_bev": "float16", "radar_bev": "float16", "images": "uint8", "cam_grid": "float16",
     "cam_valid": "uint8", "coverage": "uint8", "present": "uint8", "imu": "float32",
     "heatmap_target": "float16", "reg_target": "float32", "reg_mask": "uint8",
-    "stamps": "int64", "gt_table": "float32", "gt_offsets": "int64",
+    "stamps": "int64", "gt_table": "float32", "gt_offsets": "int64", "gt_num_points": "int32",
 }
 
 
@@ -230,6 +232,8 @@ def frames_to_arrays(frames: Sequence[DatasetFrame], meta: dict | None = None) -
     tables = [f.gt.table() for f in frames]
     arrays["gt_table"] = np.concatenate(tables) if tables else np.zeros((0, 14), np.float32)
     arrays["gt_offsets"] = np.concatenate([[0], np.cumsum([len(t) for t in tables])]).astype(np.int64)
+    if frames and all(f.gt.num_points is not None for f in frames):
+        arrays["gt_num_points"] = np.concatenate([np.asarray(f.gt.num_points) for f in frames])
     out = {k: np.ascontiguousarray(v.astype(STORAGE[k])) for k, v in arrays.items()}
     out["meta"] = np.array(json.dumps(meta or {}, sort_keys=True))
     return out
@@ -268,8 +272,12 @@ def frame_targets(shard: dict[str, np.ndarray], i: int) -> Targets:
 
 
 def frame_gt(shard: dict[str, np.ndarray], i: int) -> Obstacles:
+    """Frame `i`'s ground truth, with num_points where the shard has them (dataset version ≥ 2)."""
     o = shard["gt_offsets"]
-    return Obstacles.from_table(int(shard["stamps"][i]), "base_link", shard["gt_table"][o[i]:o[i + 1]])
+    gt = Obstacles.from_table(int(shard["stamps"][i]), "base_link", shard["gt_table"][o[i]:o[i + 1]])
+    if "gt_num_points" in shard:
+        gt.num_points = shard["gt_num_points"][o[i]:o[i + 1]].astype(np.int32)
+    return gt
 
 
 # ----------------------------------------------------------------------------- whole dataset

@@ -89,6 +89,8 @@ class DriveSimulator:
         self._odo: dict[str, WheelOdometry] = {}
         self._rng: dict[str, np.random.Generator] = {}
         self._noise_bank: dict[str, np.ndarray] = {}
+        # Per LiDAR/radar: returns per actor in its latest capture (ground truth's num_points).
+        self._returns: dict[str, np.ndarray] = {}
         for i, name in enumerate(self.names):
             spec = rig.sensors[name]
             self._rng[name] = np.random.default_rng([self.seed, 100 + i])
@@ -125,7 +127,8 @@ class DriveSimulator:
         k = self.noise_scale(spec.name, t_s)
         w = self.world
         if spec.modality == Modality.LIDAR:
-            return [(spec.topic, lidar_sweep(w, spec, t_s, rng, k, stamp_ns))]
+            self._returns[spec.name] = counts = np.zeros(len(w.actors), np.int64)
+            return [(spec.topic, lidar_sweep(w, spec, t_s, rng, k, stamp_ns, counts))]
         if spec.modality == Modality.CAMERA:
             img = render_camera(w, spec, t_s, rng, k, stamp_ns, noise_bank=self._noise_bank)
             out: list[tuple[str, Payload]] = []
@@ -134,12 +137,25 @@ class DriveSimulator:
             out.append((spec.topic, img))
             return out
         if spec.modality == Modality.RADAR:
-            return [(spec.topic, radar_scan(w, spec, t_s, rng, k, stamp_ns))]
+            self._returns[spec.name] = counts = np.zeros(len(w.actors), np.int64)
+            return [(spec.topic, radar_scan(w, spec, t_s, rng, k, stamp_ns, counts))]
         if spec.modality == Modality.IMU:
             return [(spec.topic, self._imu[spec.name].sample(w.ego, t_s, k, stamp_ns))]
         if spec.modality == Modality.ODOMETRY:
             return [(spec.topic, self._odo[spec.name].sample(w.ego, t_s, k, stamp_ns))]
         raise ValueError(f"sensor {spec.name}: modality {spec.modality} cannot be simulated")
+
+    def observed_returns(self) -> np.ndarray:
+        """Per actor: returns in the ground-truth LiDAR's latest sweep plus every radar's latest scan.
+
+        nuScenes' num_lidar_pts + num_radar_pts; counted from the physics before any
+        injected fault, so a dropped sensor does not make objects "unseen".
+        """
+        total = np.zeros(len(self.world.actors), np.int64)
+        for name, counts in self._returns.items():
+            if name == self.gt_sensor or self.rig.sensors[name].modality == Modality.RADAR:
+                total += counts
+        return total
 
     # ------------------------------------------------------------------ events
     def events(self, progress: Callable[[float], None] | None = None) -> Iterator[SensorEvent]:
@@ -159,7 +175,7 @@ class DriveSimulator:
             publish = stamp + int(round((spec.latency_s + abs(rng.normal(0.0, spec.jitter_s))) * NS_PER_S))
             payloads = self.generate(spec, t_s, stamp)
             if spec.name == self.gt_sensor:
-                gt = ground_truth(self.world, t_s, stamp, self.rig.base_frame)
+                gt = ground_truth(self.world, t_s, stamp, self.rig.base_frame, actor_returns=self.observed_returns())
                 heapq.heappush(heap, (stamp, n_gt_order, seq,
                                       SensorEvent("ground_truth", GROUND_TRUTH_TOPIC, stamp, stamp, gt)))
                 seq += 1

@@ -61,8 +61,13 @@ class LidarModel:
 
 
 def lidar_sweep(world: World, spec: SensorSpec, t_end: float, rng: np.random.Generator,
-                noise_scale: float = 1.0, stamp_ns: int = 0) -> PointCloud:
-    """One sweep ending at sim time `t_end` [s] (the header stamp)."""
+                noise_scale: float = 1.0, stamp_ns: int = 0, actor_returns: np.ndarray | None = None) -> PointCloud:
+    """One sweep ending at sim time `t_end` [s] (the header stamp).
+
+    `actor_returns` (one int per actor), when given, is incremented by each actor's
+    returns in this sweep: ground truth's `num_points`, so evaluation can leave out
+    objects no sensor saw (rain backscatter is not counted).
+    """
     m = LidarModel.from_spec(spec)
     period = spec.period_s
     ncol, nb = m.columns, m.beams
@@ -110,6 +115,9 @@ def lidar_sweep(world: World, spec: SensorSpec, t_end: float, rng: np.random.Gen
     valid &= rng.random(len(r)) < keep_p
     r_meas = r + rng.normal(0.0, 1.0, len(r)) * sigma
     valid &= (r_meas <= m.max_range) & (r_meas >= m.min_range)
+    if actor_returns is not None:
+        on_actor = valid & hits.dynamic & (hits.obj >= 0)
+        np.add.at(actor_returns, hits.obj[on_actor], 1)
     ring = np.tile(np.arange(nb, dtype=np.uint16), ncol)
     tt = np.repeat(t_col - t_end, nb)
     d_sf = d_s.reshape(-1, 3)

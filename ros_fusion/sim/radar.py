@@ -59,7 +59,8 @@ def _in_fov(m: RadarModel, r: np.ndarray, az: np.ndarray) -> np.ndarray:
 
 
 def radar_scan(world: World, spec: SensorSpec, t: float, rng: np.random.Generator,
-               noise_scale: float = 1.0, stamp_ns: int = 0) -> PointCloud:
+               noise_scale: float = 1.0, stamp_ns: int = 0, actor_returns: np.ndarray | None = None) -> PointCloud:
+    """One scan at sim time `t`; `actor_returns`, when given, counts detections per actor (see lidar_sweep)."""
     m = RadarModel.from_spec(spec)
     T = world.ego.world_from_sensor(t, spec.extrinsic)[0]
     R, o = T[:3, :3], T[:3, 3]
@@ -109,6 +110,8 @@ def radar_scan(world: World, spec: SensorSpec, t: float, rng: np.random.Generato
             if not ok.any():
                 continue
             pick, r = pick[ok], r[ok]
+            if actor_returns is not None:
+                actor_returns[a] += len(pick)
             pw = O[pick] + D[pick] * r[:, None]
             v_t = np.c_[st.vel[a][None].repeat(len(pick), 0), np.zeros(len(pick))]
             vr.append(np.einsum("ij,ij->i", v_t - v_sensor, D[pick]))
