@@ -102,3 +102,26 @@ def test_ort_cuda_all_stages(benchmark):
     out = benchmark.pedantic(_stage_chain(be, _inputs(cfg)), rounds=200, warmup_rounds=20)
     assert out["heatmap"].shape == (1, 6, 64, 64)
     _p99(benchmark)
+
+
+def test_torch_cuda_train_step_batch4(benchmark):
+    """One training step (batch 4) on a CUDA GPU, for the training-time budget; skipped without a GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible to torch")
+    from ros_fusion.models.network import FusionNet
+
+    torch.manual_seed(0)
+    net = FusionNet().train().cuda()
+    x = {k: torch.from_numpy(v).cuda() for k, v in _inputs(net.cfg, batch=4).items()}
+    opt = torch.optim.AdamW(net.parameters())
+
+    def step() -> float:
+        out = net(x)
+        loss = out["heatmap"].sigmoid().mean() + out["regression"].abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())  # synchronises, so the time is the step's
+
+    assert np.isfinite(benchmark.pedantic(step, rounds=50, warmup_rounds=5))
+    _p99(benchmark)

@@ -93,3 +93,28 @@ def test_manifest_problems_are_refused(exported, tmp_path):
         load_bundle(dst)
     with pytest.raises(BundleError, match="not found"):
         load_bundle(tmp_path / "nowhere")
+
+
+def test_fusion_block_is_recorded_and_read_by_the_pipeline(exported, tmp_path):
+    from ros_fusion.runtime.pipeline import PipelineConfig
+
+    _, out, stages = exported
+    fusion = {"policy": {"camera+radar": "late"}, "calibration": {"radar": {"a": 2.0, "b": 1.0}}}
+    write_manifest(out, stages, cfg=SMALL, parameters=1, status="test", training={}, metrics={}, fusion=fusion)
+    cfg = PipelineConfig.from_manifest(load_bundle(out).raw)
+    assert cfg.policy == {"camera+radar": "late"} and cfg.calibration["radar"].a == 2.0
+    write_manifest(out, stages, cfg=SMALL, parameters=1, status="test", training={"seeds": [1]}, metrics={})
+    assert "fusion" not in load_bundle(out).raw
+
+
+def test_export_command_refuses_a_bad_fusion_file_before_exporting(tmp_path, capsys):
+    import argparse
+
+    from ros_fusion.commands.export import run
+
+    bad = tmp_path / "fusion.yaml"
+    bad.write_text("fusion:\n  policy:\n    camera+radar: sometimes\n")
+    args = argparse.Namespace(checkpoint=tmp_path / "missing.pt", output=tmp_path / "m", status="t", metrics=None,
+                              fusion=bad, tolerance=1e-4)
+    assert run(args) != 0
+    assert "sometimes" in capsys.readouterr().err and not (tmp_path / "m").exists()

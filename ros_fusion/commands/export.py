@@ -13,6 +13,8 @@ EXAMPLE = """examples:
   ros-fusion export runs/fusion/best.pt -o models/
   ros-fusion export runs/fusion/best.pt -o models/ --metrics eval/report.yaml --status trained
   ros-fusion export runs/smoke/last.pt -o /tmp/smoke_model --status "smoke — not the trained model"
+  ros-fusion eval data/bags/val_*.mcap --models models/ --fit-policy eval/fusion.yaml   # then:
+  ros-fusion export runs/fusion/best.pt -o models/ --metrics eval/report.yaml --fusion eval/fusion.yaml
 
 Writes OUT/{lidar,radar,camera,imu,fusion_head}.onnx and OUT/manifest.yaml (sha256 of every file,
 input/output specs, classes, grid, training data seeds, metrics). Each file is compared with torch
@@ -39,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, default=None, metavar="YAML",
                    help="YAML mapping of evaluation metrics to record in the manifest (default: the checkpoint's "
                         "validation losses)")
+    p.add_argument("--fusion", type=Path, default=None, metavar="YAML",
+                   help="the manifest's fusion: block (policy table + score calibration) as written by "
+                        "`ros-fusion eval VALIDATION_BAGS --fit-policy YAML`")
     p.add_argument("--tolerance", type=float, default=1e-4, metavar="E", help="max abs ONNX-vs-torch error accepted")
     p.set_defaults(func=run)
     return p
@@ -57,9 +62,21 @@ def run(args: argparse.Namespace) -> int:
             return fail("export", f"--metrics {args.metrics}: {e}")
         if not isinstance(metrics, dict):
             return fail("export", f"--metrics {args.metrics}: expected a YAML mapping")
+    fusion = None
+    if args.fusion is not None:
+        from ..runtime.pipeline import ConfigError, PipelineConfig
+
+        try:
+            raw = yaml.safe_load(args.fusion.read_text())
+            fusion = raw.get("fusion") if isinstance(raw, dict) else None
+            if not isinstance(fusion, dict):
+                return fail("export", f"--fusion {args.fusion}: expected a mapping with a 'fusion:' block")
+            PipelineConfig.from_manifest({"fusion": fusion})  # refuse what the runtime would refuse
+        except (OSError, yaml.YAMLError, ConfigError) as e:
+            return fail("export", f"--fusion {args.fusion}: {e}")
     try:
         manifest, stages = export_checkpoint(args.checkpoint, args.output, status=args.status, metrics=metrics,
-                                             tolerance=args.tolerance)
+                                             tolerance=args.tolerance, fusion=fusion)
     except (FileNotFoundError, ValueError, ExportError) as e:
         return fail("export", str(e), EXIT_ERROR)
     for s in stages:

@@ -280,6 +280,8 @@ def _latency_rows(lat: Mapping[str, Any]) -> list[list[Any]]:
 
 def _summary_rows(summary: Mapping[str, Any], devkit: Mapping[str, Any] | None) -> list[list[Any]]:
     rows: list[list[Any]] = [["frames scored", summary.get("n_frames")]]
+    if isinstance(summary.get("n_gt_unobserved"), int):
+        rows.append(["GT left out: no LiDAR/radar return", summary["n_gt_unobserved"]])
     for key, label in (("mAP", "mAP"), ("NDS", "NDS"), ("trans_err", "ATE (m)"), ("scale_err", "ASE (1-IoU)"),
                        ("orient_err", "AOE (rad)"), ("vel_err", "AVE (m/s)")):
         if key in summary:

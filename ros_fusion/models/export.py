@@ -177,6 +177,7 @@ def write_manifest(
     status: str,
     training: dict[str, Any],
     metrics: dict[str, Any],
+    fusion: dict[str, Any] | None = None,
 ) -> Path:
     """`out_dir/manifest.yaml`: files + sha256, tensor specs, classes, grid, training provenance, metrics."""
     manifest = {
@@ -200,13 +201,16 @@ def write_manifest(
         "training": training,
         "metrics": metrics,
     }
+    if fusion is not None:  # policy table + score calibration, fitted on validation drives
+        manifest["fusion"] = fusion
     path = out_dir / MANIFEST_NAME
     path.write_text(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True))
     return path
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path, *, status: str, metrics: dict[str, Any] | None = None,
-                      tolerance: float = TOLERANCE) -> tuple[Path, list[ExportedStage]]:
+                      tolerance: float = TOLERANCE, fusion: dict[str, Any] | None = None
+                      ) -> tuple[Path, list[ExportedStage]]:
     """Load a training checkpoint (see train.py), export every stage, write the manifest."""
     from .train import load_checkpoint
 
@@ -214,5 +218,6 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, status: str, metrics: 
     net = ckpt.model
     stages = export_all(net, out_dir, tolerance=tolerance)
     manifest = write_manifest(out_dir, stages, cfg=net.cfg, parameters=parameter_count(net), status=status,
-                              training=ckpt.provenance, metrics=metrics if metrics is not None else ckpt.metrics)
+                              training=ckpt.provenance, metrics=metrics if metrics is not None else ckpt.metrics,
+                              fusion=fusion)
     return manifest, stages
