@@ -42,22 +42,22 @@ def _stage_chain(be, x: dict[str, np.ndarray]):
     return infer
 
 
-def test_ort_cpu_all_stages(benchmark):
+def _bench_ort(benchmark, providers: str, rounds: int, warmup: int) -> None:
     bundle = load_bundle(share_dir() / "models")
     cfg = NetConfig(**bundle.raw["network"]["config"])
-    be = create_backend("onnxruntime", bundle, providers="CPUExecutionProvider")
-    out = benchmark.pedantic(_stage_chain(be, _inputs(cfg)), rounds=100, warmup_rounds=5)
+    be = create_backend("onnxruntime", bundle, providers=providers)
+    out = benchmark.pedantic(_stage_chain(be, _inputs(cfg)), rounds=rounds, warmup_rounds=warmup)
     assert out["heatmap"].shape == (1, 6, 64, 64)
     _p99(benchmark)
 
 
-def test_torch_train_step_batch4(benchmark):
+def _bench_train_step(benchmark, device: str, rounds: int) -> None:
+    """One AdamW step of the default network on a batch of 4 (forward, a stand-in loss, backward)."""
     from ros_fusion.models.network import FusionNet
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
-    net = FusionNet().train()
-    x = {k: torch.from_numpy(v) for k, v in _inputs(net.cfg, batch=4).items()}
+    net = FusionNet().train().to(device)
+    x = {k: torch.from_numpy(v).to(device) for k, v in _inputs(net.cfg, batch=4).items()}
     opt = torch.optim.AdamW(net.parameters())
 
     def step() -> float:
@@ -66,10 +66,19 @@ def test_torch_train_step_batch4(benchmark):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return float(loss.detach())
+        return float(loss.detach())  # on a GPU this synchronises, so the time is the step's
 
-    assert np.isfinite(benchmark.pedantic(step, rounds=10, warmup_rounds=1))
+    assert np.isfinite(benchmark.pedantic(step, rounds=rounds, warmup_rounds=1))
     _p99(benchmark)
+
+
+def test_ort_cpu_all_stages(benchmark):
+    _bench_ort(benchmark, "CPUExecutionProvider", rounds=100, warmup=5)
+
+
+def test_torch_train_step_batch4(benchmark):
+    torch.set_num_threads(2)
+    _bench_train_step(benchmark, "cpu", rounds=10)
 
 
 def test_torch_cuda_all_stages(benchmark):
@@ -96,32 +105,11 @@ def test_ort_cuda_all_stages(benchmark):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
-    bundle = load_bundle(share_dir() / "models")
-    cfg = NetConfig(**bundle.raw["network"]["config"])
-    be = create_backend("onnxruntime", bundle, providers="CUDAExecutionProvider")
-    out = benchmark.pedantic(_stage_chain(be, _inputs(cfg)), rounds=200, warmup_rounds=20)
-    assert out["heatmap"].shape == (1, 6, 64, 64)
-    _p99(benchmark)
+    _bench_ort(benchmark, "CUDAExecutionProvider", rounds=200, warmup=20)
 
 
 def test_torch_cuda_train_step_batch4(benchmark):
     """One training step (batch 4) on a CUDA GPU, for the training-time budget; skipped without a GPU."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible to torch")
-    from ros_fusion.models.network import FusionNet
-
-    torch.manual_seed(0)
-    net = FusionNet().train().cuda()
-    x = {k: torch.from_numpy(v).cuda() for k, v in _inputs(net.cfg, batch=4).items()}
-    opt = torch.optim.AdamW(net.parameters())
-
-    def step() -> float:
-        out = net(x)
-        loss = out["heatmap"].sigmoid().mean() + out["regression"].abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return float(loss.detach())  # synchronises, so the time is the step's
-
-    assert np.isfinite(benchmark.pedantic(step, rounds=50, warmup_rounds=5))
-    _p99(benchmark)
+    _bench_train_step(benchmark, "cuda", rounds=50)
