@@ -197,9 +197,10 @@ def test_live_rates_rejects_and_obstacles(observer, tmp_path: Path) -> None:
                 break
         assert good is not None, f"diagnostics never showed all sensors OK after the reject: {diag.latest}"
         obstacles_seen = len(obstacle_arrivals)
-        # Keep spinning a little: the node must still be publishing after the rejects.
+        # Keep spinning: the node must still be publishing after the rejects (9 more outputs are 0.9 s
+        # at 10 Hz; up to 3 s allowed, since a loaded CI machine delays the first ones).
         t_more = time.monotonic()
-        while time.monotonic() - t_more < 1.5:
+        while time.monotonic() - t_more < 3.0 and len(obstacle_arrivals) <= obstacles_seen + 8:
             ex.spin_once(timeout_sec=0.05)
         assert fusion.poll() is None
         assert len(obstacle_arrivals) > obstacles_seen + 8

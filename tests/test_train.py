@@ -16,6 +16,7 @@ from ros_fusion.models.train import (  # noqa: E402
     batch_loss,
     dropout_presence,
     load_checkpoint,
+    precise_batchnorm,
     synthetic_shard,
     train,
 )
@@ -111,3 +112,35 @@ def test_regression_loss_sums_weighted_channels_per_object() -> None:
     assert float(regression_loss(pred, target, mask, cell)) == pytest.approx(r)
     with pytest.raises(ValueError, match="channel weights"):
         regression_loss(pred, target, mask, channel_weights=(1.0, 2.0))
+
+
+def test_precise_batchnorm_averages_over_batches_and_leaves_weights_alone(data) -> None:
+    from ros_fusion.models.network import FusionNet
+
+    torch.manual_seed(0)
+    net = FusionNet(SMALL).eval()
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    train_data = ShardDataset.from_dir(data, "train")  # one shard of 8 samples: two batches of 4
+    n = precise_batchnorm(net, train_data, batches=10, batch_size=4, rng=np.random.default_rng(0), p_all=1.0,
+                          device=torch.device("cpu"))
+    assert n == 2 and not net.training  # the mode it was in is restored
+    for k, v in net.state_dict().items():
+        if k in weights:
+            assert torch.equal(v, weights[k]), k
+    # the first LiDAR BatchNorm now holds the plain mean of its conv's output over all 8 samples
+    conv, bn = net.lidar.net[0][0], net.lidar.net[0][1]
+    x = torch.from_numpy(train_data.load(0)["lidar_bev"])
+    with torch.no_grad():
+        expected = conv(x).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1  # restored for further training
+
+
+def test_precise_batchnorm_does_not_change_the_training_trajectory(data, tmp_path) -> None:
+    a = train(_cfg(data, tmp_path / "a", epochs=2, precise_bn_batches=0), log=lambda *_: None)
+    b = train(_cfg(data, tmp_path / "b", epochs=2, precise_bn_batches=50), log=lambda *_: None)
+    assert [h["train"] for h in a["history"]] == [h["train"] for h in b["history"]]
+    wa, wb = (load_checkpoint(r["checkpoint"]).model.state_dict() for r in (a, b))
+    for k in wa:
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(wa[k], wb[k]), k

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("onecycle", "cosine"), default="onecycle", help="learning-rate schedule")
     p.add_argument("--p-all", type=float, default=0.4, metavar="P",
                    help="probability a sample keeps every modality (else one of the six other non-empty subsets)")
+    p.add_argument("--precise-bn", type=int, default=300, metavar="N",
+                   help="after every epoch, re-estimate BatchNorm statistics over N training batches drawn "
+                        "across shards (0: keep the running averages)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimiser steps")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for weights, shuffling and dropout")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -78,9 +81,12 @@ def run(args: argparse.Namespace) -> int:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             return fail("train", f"--{name.replace('_', '-')} must be at least 1")
+    if args.precise_bn < 0:
+        return fail("train", "--precise-bn must be 0 or more batches")
     cfg = TrainConfig(data=Path(data), out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, p_all=args.p_all,
                       max_steps=args.max_steps, threads=args.threads, device=args.device,
+                      precise_bn_batches=args.precise_bn,
                       net=NetConfig(feat=args.feat), progress=not args.quiet)
     try:
         result = train(cfg, resume=args.resume)

@@ -14,6 +14,9 @@ What the loop guarantees:
   numpy Generators seeded by (seed, epoch), weights from torch.manual_seed(seed);
 - resumable at epoch granularity from `last.pt` (model, optimiser, scheduler,
   epoch, history); `best.pt` keeps the lowest validation loss;
+- BatchNorm statistics re-estimated at the end of every epoch over many batches
+  across shards ("precise BN", `precise_batchnorm`), so validation and the saved
+  checkpoints normalise with the training distribution, not with the last shard's;
 - CPU first: `torch.set_num_threads` defaults to the cores this process may use;
   CUDA is used when available unless `device="cpu"`.
 """
@@ -207,6 +210,7 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     grad_clip: float = 5.0
+    precise_bn_batches: int = 300  # BatchNorm statistics re-estimated over this many batches per epoch (0: off)
     net: NetConfig = field(default_factory=NetConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
@@ -251,6 +255,47 @@ def batch_loss(net: FusionNet, batch: dict[str, torch.Tensor], weights: LossWeig
     out = net(batch)
     cell_mask = (batch["coverage"] * batch["present"][:, :, None, None]).amax(dim=1)
     return detection_loss(out, batch["heatmap_target"], batch["reg_target"], batch["reg_mask"], cell_mask, weights)
+
+
+def precise_batchnorm(net: FusionNet, data: ShardDataset, *, batches: int, batch_size: int,
+                      rng: np.random.Generator, p_all: float, device: torch.device) -> int:
+    """Re-estimate every BatchNorm's running mean/var as a plain average over `batches` batches.
+
+    Why: with batch 4 and momentum 0.1 the running statistics are an average of the last
+    ~10 batches of the epoch, and those come from one or two shards (one drive, one scenario)
+    — what validation then normalises with changes from epoch to epoch. "Precise BN"
+    (Wu & Johnson 2021, "Rethinking Batch in BatchNorm") instead averages over many batches
+    drawn across shards, with the same modality dropout as training. No weight changes.
+    Returns the number of batches used.
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or batches <= 0:
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average = plain mean over the batches seen
+    per_shard = max(1, math.ceil(batches / len(data.files)))
+    used = 0
+    was_training = net.training
+    net.train()
+    with torch.no_grad():
+        for i in rng.permutation(len(data.files)):
+            if used >= batches:
+                break
+            arrays = data.load(int(i))
+            idx = rng.permutation(data.sizes[i])
+            for s in range(0, min(len(idx), per_shard * batch_size), batch_size):
+                if used >= batches:
+                    break
+                b = {k: v[idx[s : s + batch_size]] for k, v in arrays.items()}
+                b["present"] = dropout_presence(b["present"], rng, p_all)
+                net(_to_torch(b, device))
+                used += 1
+    for bn, m in zip(bns, momenta, strict=True):
+        bn.momentum = m
+    net.train(was_training)
+    return used
 
 
 def evaluate_loss(net: FusionNet, data: ShardDataset, batch_size: int, device: torch.device,
@@ -408,6 +453,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
                            losses=f"loss {sums['total'] / n:.3f} (hm {sums['heatmap'] / n:.3f} "
                                   f"reg {sums['regression'] / n:.3f})")
             epoch += 1
+            # Own generator: the training order and dropout stay exactly as without this step.
+            precise_batchnorm(net, train_data, batches=cfg.precise_bn_batches, batch_size=cfg.batch_size,
+                              rng=np.random.default_rng([cfg.seed, epoch, 1]), p_all=cfg.p_all, device=device)
             val = evaluate_loss(net, val_data, cfg.batch_size, device, cfg.loss)
             record = {"epoch": epoch, "step": step, "train": {k: v / max(n, 1) for k, v in sums.items()},
                       "val": val, "seconds": time.perf_counter() - t0}
