@@ -349,6 +349,14 @@ class FusionNode(LifecycleNode):
         self._teardown()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        """Join the fusion worker before the node goes: on SIGINT no lifecycle transition runs, and
+        a worker still inside ONNX Runtime while the interpreter exits aborts the process
+        ("terminate called without an active exception", exit -6, seen once in CI)."""
+        self._active = False
+        self._stop_worker()
+        super().destroy_node()
+
     def _destroy_timer(self) -> None:
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
