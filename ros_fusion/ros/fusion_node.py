@@ -353,8 +353,9 @@ class FusionNode(LifecycleNode):
         """Join the fusion worker before the node goes: on SIGINT no lifecycle transition runs, and
         a worker still inside ONNX Runtime while the interpreter exits aborts the process
         ("terminate called without an active exception", exit -6, seen once in CI)."""
-        self._active = False
-        self._stop_worker()
+        if hasattr(self, "_stop"):  # not when __init__ failed part-way (rclpy destroys the node then)
+            self._active = False
+            self._stop_worker()
         super().destroy_node()
 
     def _destroy_timer(self) -> None:
