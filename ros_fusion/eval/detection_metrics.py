@@ -134,7 +134,6 @@ def _gather(frames: Sequence[tuple[Obstacles, Obstacles]], label: int, cfg: Eval
     closed = hi >= cfg.max_range  # the outermost band includes max_range itself, inner bands are [lo, hi)
     gts, gt_f, preds, pr_f, scores = [], [], [], [], []
     for fi, (gt, pred) in enumerate(frames):
-        gt = gt.observed(cfg.min_gt_points)
         for boxes, labels, out, out_f, sc in ((gt.boxes, gt.labels, gts, gt_f, None),
                                               (pred.boxes, pred.labels, preds, pr_f, pred.scores)):
             b = np.asarray(boxes, np.float64).reshape(-1, 9)
@@ -265,6 +264,8 @@ def evaluate(frames: Sequence[tuple[Obstacles, Obstacles]], config: EvalConfig |
     """
     cfg = config or EvalConfig()
     frames = list(frames)
+    unobserved = _unobserved(frames, cfg)
+    frames = [(gt.observed(cfg.min_gt_points), pred) for gt, pred in frames]  # once, not per class and band
     ap, tp_err, n_gt = _class_metrics(frames, cfg)
     class_ap = {c: _nanmean(v.values()) for c, v in ap.items()}
     mean_ap = _nanmean(class_ap.values())
@@ -276,7 +277,7 @@ def evaluate(frames: Sequence[tuple[Obstacles, Obstacles]], config: EvalConfig |
     for lo, hi in cfg.range_bands:
         b_ap, _, _ = _class_metrics(frames, cfg, (lo, hi))
         per_band[f"{lo:g}-{hi:g}"] = _nanmean(_nanmean(v.values()) for v in b_ap.values())
-    return DetectionReport(ap, tp_err, mean_ap, mean_tp, nds, n_gt, per_band, cfg, _unobserved(frames, cfg))
+    return DetectionReport(ap, tp_err, mean_ap, mean_tp, nds, n_gt, per_band, cfg, unobserved)
 
 
 def _unobserved(frames: Sequence[tuple[Obstacles, Obstacles]], cfg: EvalConfig) -> int:

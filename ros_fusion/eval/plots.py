@@ -67,7 +67,7 @@ PICTURE_MIN_SCORE = 0.3
 def confident(obs: Obstacles, min_score: float = PICTURE_MIN_SCORE) -> Obstacles:
     """The detections worth drawing: a BEV picture of every low-score peak hides the real ones."""
     keep = np.asarray(obs.scores) >= min_score
-    return Obstacles(obs.stamp_ns, obs.frame_id, obs.boxes[keep], obs.scores[keep], obs.labels[keep], obs.weights[keep])
+    return obs.subset(keep)
 
 
 def box_corners_bev(boxes: np.ndarray) -> np.ndarray:
@@ -119,13 +119,14 @@ def render_bev(path: Path, scene: BevScene) -> Path:
 
     path = Path(path)
     n_cls = len(scene.classes)
-    gt_b, gt_l, _, gt_bad = _finite_rows(scene.gt, n_cls, "gt")
+    gt, unseen_b, unseen_bad = scene.gt, np.zeros((0, 9)), 0
+    if gt.num_points is not None and len(gt.num_points) == len(gt):
+        # boxes no sensor return hit are not scored (devkit filter_eval_boxes): drawn dotted
+        unseen_b, _, _, unseen_bad = _finite_rows(gt.subset(np.asarray(gt.num_points) < 1), n_cls, "gt")
+        gt = gt.observed()
+    gt_b, gt_l, _, gt_bad = _finite_rows(gt, n_cls, "gt")
+    gt_bad += unseen_bad
     pr_b, pr_l, _, pr_bad = _finite_rows(scene.pred, n_cls, "pred")
-    unseen_b = np.zeros((0, 9))
-    if scene.gt.num_points is not None and len(scene.gt.num_points) == len(scene.gt):
-        # boxes no sensor return hit are not scored (devkit filter_eval_boxes): drawn dashed
-        unseen_b, _, _, _ = _finite_rows(scene.gt.subset(np.asarray(scene.gt.num_points) < 1), n_cls, "gt")
-        gt_b, gt_l, _, _ = _finite_rows(scene.gt.observed(), n_cls, "gt")
     r = float(scene.range_m)
     fig = _new_figure(BEV_SIZE_IN, BEV_SIZE_IN)
     ax = fig.add_subplot()
