@@ -47,6 +47,16 @@ def test_bench_lidar_raster_100k(benchmark) -> None:
     benchmark.extra_info["allocator_tuned"] = TUNED
 
 
+def test_bench_lidar_input_two_sweeps_100k(benchmark) -> None:
+    """The network's LiDAR input: two 100k-point sweeps (this one and the one before, `LIDAR_SWEEPS`)."""
+    xyz, inten = lidar_like_cloud()
+    prev, prev_inten = lidar_like_cloud(seed=1)
+    pre = Preprocessor()
+    out = benchmark(pre.lidar_input, xyz, inten, prev, prev_inten)
+    assert out.shape == (16, 128, 128) and out[0].sum() > 0 and out[8].sum() > 0
+    benchmark.extra_info["allocator_tuned"] = TUNED
+
+
 def test_bench_radar_raster(benchmark) -> None:
     rng = np.random.default_rng(1)
     n = 300  # a busy ARS 408 scan is ~100-250 detections

@@ -63,7 +63,7 @@ def test_lidar_raster_matches_slow_reference(seed: int) -> None:
     inten = rng.uniform(0, 300, n)
     fast = G.lidar_raster(xyz, inten)
     ref = slow_lidar_raster(xyz, inten)
-    assert fast.shape == (len(nio.LIDAR_CHANNELS), 128, 128) and fast.dtype == np.float32
+    assert fast.shape == (len(nio.LIDAR_SWEEP_CHANNELS), 128, 128) and fast.dtype == np.float32
     np.testing.assert_allclose(fast, ref, atol=2e-6)
     assert (fast[0] > 0).sum() > 100  # the test really exercised many cells
 
@@ -81,6 +81,14 @@ def test_lidar_raster_known_cell() -> None:
         G.lidar_raster(xyz, np.ones(2))
     with pytest.raises(RejectedInput, match="points"):
         G.lidar_raster(np.ones((4, 2)))
+    # filling one sweep's slice of the multi-sweep input gives the same numbers, in place
+    both = np.zeros((len(nio.LIDAR_CHANNELS), 128, 128), np.float32)
+    n = len(nio.LIDAR_SWEEP_CHANNELS)
+    assert G.lidar_raster(xyz, np.array([255.0, 0.0, 127.5]), out=both[n:]).base is both
+    np.testing.assert_array_equal(both[n:], r)
+    assert not both[:n].any()
+    with pytest.raises(ValueError, match="out"):
+        G.lidar_raster(xyz, out=np.zeros((n, 128, 128), np.float64))
 
 
 def test_radar_raster_statistics() -> None:

@@ -245,6 +245,48 @@ def test_pipelining_gives_the_same_detections() -> None:
         np.testing.assert_array_equal(a.pred.scores, b.pred.scores)
 
 
+def test_previous_lidar_sweep_is_deskewed_to_t_and_left_out_after_a_gap() -> None:
+    """The network's second LiDAR sweep: the one before, moved to the bundle's T; none after a gap or reset."""
+    from ros_fusion.core import network_io as nio
+    from ros_fusion.core.compensation import deskew_lidar
+    from ros_fusion.core.point_times import point_times_ns
+    from ros_fusion.core.sync import Bundle, Member
+    from ros_fusion.core.types import ImuSample
+
+    rig = _rig()
+    lidar = rig.sensors["lidar_top"]
+    pipe = FusionPipeline(rig, None, None)  # pre-processing only, as datasets are made from bags
+    clouds = []
+    for topic, _, payload in _events("highway", 11, 1.5):
+        if isinstance(payload, ImuSample):
+            pipe.add_imu(payload)
+        elif topic == lidar.topic:
+            clouds.append(payload)
+    n = len(nio.LIDAR_SWEEP_CHANNELS)
+
+    def lidar_bev(cloud: PointCloud) -> np.ndarray:
+        t = int(cloud.stamp_ns)
+        bundle = Bundle(t, lidar.name, {lidar.name: Member(t, t, cloud, 0)}, frozenset(), 0, t)
+        return pipe.network_inputs(bundle).arrays["lidar_bev"]
+
+    def raster_at(cloud: PointCloud, t: int) -> np.ndarray:
+        xyz = deskew_lidar(cloud.xyz(), point_times_ns(cloud), t, pipe.ego, lidar.extrinsic)
+        return pipe.grid.lidar_raster(np.asarray(xyz, np.float32), np.asarray(cloud.points["intensity"]))
+
+    first = lidar_bev(clouds[1])
+    assert first[:n].any() and not first[n:].any()  # nothing before it yet
+    second = lidar_bev(clouds[2])
+    t2 = int(clouds[2].stamp_ns)
+    np.testing.assert_allclose(second[n:], raster_at(clouds[1], t2), atol=1e-6)
+    # the highway ego moves ~2.5 m per sweep: left where it was captured, the sweep would not match
+    assert np.abs(second[n:] - raster_at(clouds[1], int(clouds[1].stamp_ns))).max() > 0.5
+    assert not lidar_bev(clouds[4])[n:].any()  # clouds[3] never came: a gap, not a previous sweep
+    assert lidar_bev(clouds[5])[n:].any()
+    pipe.reset()
+    assert not lidar_bev(clouds[6])[n:].any()
+    assert pipe.counters["lidar_without_previous_sweep"] == 3
+
+
 def test_pipeline_detections_scored_by_nuscenes_devkit_agree() -> None:
     """The same pipeline detections, scored by our metrics and by nuscenes-devkit: mAP within 0.01."""
     pytest.importorskip("nuscenes")

@@ -8,7 +8,7 @@ import pytest
 from ros_fusion.core import network_io as nio
 from ros_fusion.core.camera_lift import INVALID
 from ros_fusion.core.imu_window import imu_window
-from ros_fusion.core.preprocess import CameraFrame, Preprocessor, SensorFrame, drop_modalities
+from ros_fusion.core.preprocess import CameraFrame, Preprocessor, SensorFrame, drop_modalities, is_previous_sweep
 from ros_fusion.core.rig import load_rig
 from ros_fusion.core.transforms import xyz_rpy_to_transform
 from ros_fusion.core.types import ImuSample, RejectedInput
@@ -78,6 +78,34 @@ def test_missing_modalities_look_absent(rig, pre) -> None:
         np.testing.assert_array_equal(dropped.arrays[k], a[k], err_msg=k)
     with pytest.raises(ValueError, match="unknown"):
         drop_modalities(x, ["sonar"])
+
+
+def test_two_lidar_sweeps(rig, pre) -> None:
+    """The previous sweep fills the second half of lidar_bev; without one it stays 0 (first sweep, gap)."""
+    n = len(nio.LIDAR_SWEEP_CHANNELS)
+    assert len(nio.LIDAR_CHANNELS) == n * nio.LIDAR_SWEEPS
+    f = full_frame(rig)
+    alone = pre.build(f).arrays["lidar_bev"]
+    assert alone[:n].any() and not alone[n:].any()
+    # the previous sweep: the same scene 1.5 m further back (what a car driving at 15 m/s sees)
+    f.lidar_prev_xyz = f.lidar_xyz - np.array([1.5, 0.0, 0.0])
+    f.lidar_prev_intensity = f.lidar_intensity
+    both = pre.build(f).arrays["lidar_bev"]
+    np.testing.assert_array_equal(both[:n], alone[:n])
+    np.testing.assert_array_equal(both[n:], pre.grid.lidar_raster(f.lidar_prev_xyz, f.lidar_prev_intensity))
+    assert not np.array_equal(both[n:], both[:n])
+    # a previous sweep alone does not make the LiDAR present
+    f.lidar_xyz = None
+    x = pre.build(f).arrays
+    assert x["present"][LIDAR] == 0 and not x["lidar_bev"].any()
+
+
+def test_previous_sweep_rule() -> None:
+    ns = 10**9
+    assert is_previous_sweep(T - ns // 10, T, 0.1)
+    assert is_previous_sweep(T - 15 * ns // 100, T, 0.1)  # up to 1.5 periods
+    assert not is_previous_sweep(T - 2 * ns // 10, T, 0.1)  # one sweep dropped in between
+    assert not is_previous_sweep(T, T, 0.1) and not is_previous_sweep(T + ns // 10, T, 0.1)
 
 
 def test_bad_bundles_rejected(rig, pre) -> None:

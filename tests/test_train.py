@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ros_fusion.core import network_io as io  # noqa: E402
 from ros_fusion.models.network import NetConfig  # noqa: E402
 from ros_fusion.models.train import (  # noqa: E402
     SUBSETS,
@@ -15,6 +16,7 @@ from ros_fusion.models.train import (  # noqa: E402
     TrainConfig,
     batch_loss,
     dropout_presence,
+    dropout_previous_sweep,
     load_checkpoint,
     precise_batchnorm,
     synthetic_shard,
@@ -83,6 +85,19 @@ def test_modality_dropout_uses_every_nonempty_subset_and_never_empties():
     no_cam = np.array([[0, 1, 1]] * 64, np.float32)
     p = dropout_presence(no_cam, rng, p_all=0.0)
     assert (p[:, 0] == 0).all() and (p.sum(axis=1) > 0).all()
+
+
+def test_previous_sweep_dropout_blanks_only_the_older_sweep():
+    rng = np.random.default_rng(3)
+    n = len(io.LIDAR_SWEEP_CHANNELS)
+    x = np.random.default_rng(0).uniform(0.1, 1, (400, len(io.LIDAR_CHANNELS), 4, 4)).astype(np.float32)
+    y = dropout_previous_sweep(x, rng, 0.25)
+    np.testing.assert_array_equal(y[:, :n], x[:, :n])  # the newest sweep is never touched
+    blank = ~y[:, n:].reshape(len(y), -1).any(axis=1)
+    kept = (y[:, n:] == x[:, n:]).reshape(len(y), -1).all(axis=1)
+    assert (blank ^ kept).all() and 0.15 < blank.mean() < 0.35
+    assert x[:, n:].all()  # the input is not modified
+    np.testing.assert_array_equal(dropout_previous_sweep(x, rng, 0.0), x)
 
 
 def test_bad_shards_are_refused_with_their_name(tmp_path):

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("onecycle", "cosine"), default="onecycle", help="learning-rate schedule")
     p.add_argument("--p-all", type=float, default=0.4, metavar="P",
                    help="probability a sample keeps every modality (else one of the six other non-empty subsets)")
+    p.add_argument("--p-no-prev-sweep", type=float, default=0.1, metavar="P",
+                   help="probability a sample's previous LiDAR sweep is blanked, as at start-up or after a "
+                        "dropped sweep")
     p.add_argument("--precise-bn", type=int, default=300, metavar="N",
                    help="after every epoch, re-estimate BatchNorm statistics over N training batches drawn "
                         "across shards (0: keep the running averages)")
@@ -83,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
             return fail("train", f"--{name.replace('_', '-')} must be at least 1")
     if args.precise_bn < 0:
         return fail("train", "--precise-bn must be 0 or more batches")
+    for name in ("p_all", "p_no_prev_sweep"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            return fail("train", f"--{name.replace('_', '-')} must be a probability in [0, 1]")
     cfg = TrainConfig(data=Path(data), out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, p_all=args.p_all,
+                      p_no_prev_sweep=args.p_no_prev_sweep,
                       max_steps=args.max_steps, threads=args.threads, device=args.device,
                       precise_bn_batches=args.precise_bn,
                       net=NetConfig(feat=args.feat), progress=not args.quiet)

@@ -25,7 +25,7 @@ from . import network_io as nio
 from .rig import SensorSpec
 from .types import Modality, RejectedInput
 
-#: Heights (base_link z, m) bounding each LiDAR height slice channel (`network_io.LIDAR_CHANNELS`).
+#: Heights (base_link z, m) bounding each LiDAR height slice channel (`network_io.LIDAR_SWEEP_CHANNELS`).
 LIDAR_SLICES: tuple[tuple[float, float], ...] = ((0.2, 1.0), (1.0, 2.0), (2.0, 4.0))
 #: Normalisation constants of the rasters (documented in `network_io`).
 OCCUPANCY_NORM = float(np.log1p(64.0))
@@ -139,16 +139,22 @@ class BevGrid:
         return u[idx].astype(np.intp), z[idx].astype(np.float32), idx
 
     def lidar_raster(self, xyz: np.ndarray, intensity: np.ndarray | None = None,
-                     intensity_scale: float = 255.0) -> np.ndarray:
-        """Pillar statistics per `network_io.LIDAR_CHANNELS`: (8, nx, ny) float32.
+                     intensity_scale: float = 255.0, out: np.ndarray | None = None) -> np.ndarray:
+        """Pillar statistics of one sweep per `network_io.LIDAR_SWEEP_CHANNELS`: (8, nx, ny) float32.
 
         `xyz` (N, 3) in base_link at T (deskewed); points outside the grid, outside
         z ∈ [Z_MIN, Z_MAX) or non-finite are not counted. `intensity` is divided by
         `intensity_scale` (255 for 8-bit drivers, 1 for drivers reporting 0–1) and clipped to [0, 1].
+        `out`: a zeroed C-contiguous (8, nx, ny) float32 array to fill (one sweep's slice of the
+        network's multi-sweep input) instead of a new one.
         """
         xyz = _as_points(xyz, "lidar xyz")
         n_cells = self.nx * self.ny
-        out = np.zeros((len(nio.LIDAR_CHANNELS), self.nx, self.ny), np.float32)
+        nch = len(nio.LIDAR_SWEEP_CHANNELS)
+        if out is None:
+            out = np.zeros((nch, self.nx, self.ny), np.float32)
+        elif out.shape != (nch, self.nx, self.ny) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"lidar_raster out must be a C-contiguous {(nch, self.nx, self.ny)} float32 array")
         if intensity is not None and len(np.asarray(intensity).reshape(-1)) != len(xyz):
             raise RejectedInput("shape", f"{np.asarray(intensity).size} intensities for {len(xyz)} points",
                                 "lidar intensity")
@@ -162,7 +168,7 @@ class BevGrid:
         inv = np.zeros(n_cells, np.float32)
         inv[occ] = 1.0 / count[occ]
         zn = (z - np.float32(nio.Z_MIN)) * np.float32(1.0 / (nio.Z_MAX - nio.Z_MIN))  # in [0, 1)
-        flat = out.reshape(len(nio.LIDAR_CHANNELS), n_cells)
+        flat = out.reshape(nch, n_cells)
         flat[0] = np.log1p(count.astype(np.float32)) / np.float32(OCCUPANCY_NORM)
         # min and max: a stable radix argsort of int16 cell ids groups each cell's points (occupied
         # cells come out ascending, each run starting where the cumulative counts say), then one

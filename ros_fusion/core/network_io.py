@@ -24,8 +24,8 @@ GRID = 128  # input rasters: GRID x GRID cells, row = x index, col = y index
 FEAT = 64  # feature maps and head outputs: stride 2
 
 # --- inputs -------------------------------------------------------------------------------
-#: LiDAR pillar statistics per 0.8 m cell (all float32, normalised to ~[0, 1]).
-LIDAR_CHANNELS: tuple[str, ...] = (
+#: LiDAR pillar statistics of ONE sweep per 0.8 m cell (all float32, normalised to ~[0, 1]).
+LIDAR_SWEEP_CHANNELS: tuple[str, ...] = (
     "occupancy",  # log1p(count) / log1p(64)
     "z_max",  # (z_max - Z_MIN) / (Z_MAX - Z_MIN), 0 where empty
     "z_min",
@@ -35,6 +35,15 @@ LIDAR_CHANNELS: tuple[str, ...] = (
     "slice_mid",  # [1.0, 2.0) m
     "slice_high",  # [2.0, 4.0) m
 )
+#: Sweeps in the LiDAR input, newest first: the sweep that triggered T, then the one before it,
+#: both deskewed into base_link at T (ego motion removed, so what moved between them is the
+#: objects). One sweep cannot tell an object's speed, and a car at 15 m/s moves 1.5 m between
+#: sweeps (CenterPoint stacks 10 nuScenes sweeps for the same reason). A missing previous sweep
+#: (first sweep, a gap) leaves its channels 0; training drops it sometimes so that case is known.
+LIDAR_SWEEPS = 2
+#: Longest gap (in sweep periods) between two sweeps for the older one to count as "previous".
+PREV_SWEEP_MAX_GAP_PERIODS = 1.5
+LIDAR_CHANNELS: tuple[str, ...] = LIDAR_SWEEP_CHANNELS + tuple(f"prev_{c}" for c in LIDAR_SWEEP_CHANNELS)
 Z_MIN, Z_MAX = -1.0, 4.0  # base_link z window kept for LiDAR rasters (ground at 0)
 #: Radar raster per cell.
 RADAR_CHANNELS: tuple[str, ...] = (

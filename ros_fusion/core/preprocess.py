@@ -45,7 +45,9 @@ class CameraFrame:
 class SensorFrame:
     """Everything one fusion step needs, already brought to base_link at `stamp_ns` (= T).
 
-    `lidar_xyz` (N, 3) deskewed, `lidar_intensity` (N,) or None; `radar_xyz` (M, 3),
+    `lidar_xyz` (N, 3) deskewed, `lidar_intensity` (N,) or None; `lidar_prev_xyz` /
+    `lidar_prev_intensity` the sweep before it, deskewed to the same T (None: no previous
+    sweep, its raster channels stay 0; `network_io.LIDAR_SWEEPS`); `radar_xyz` (M, 3),
     `radar_rcs` (M,) dBsm, `radar_v_comp` (M,) ego-compensated radial velocity m/s;
     `cameras` one entry per camera slot of the rig (None = that camera missing);
     `imu` recent samples (any order; only those ≤ T are used). A modality is present
@@ -55,12 +57,14 @@ class SensorFrame:
     stamp_ns: int
     lidar_xyz: np.ndarray | None = None
     lidar_intensity: np.ndarray | None = None
+    lidar_prev_xyz: np.ndarray | None = None
+    lidar_prev_intensity: np.ndarray | None = None
     radar_xyz: np.ndarray | None = None
     radar_rcs: np.ndarray | None = None
     radar_v_comp: np.ndarray | None = None
     cameras: Sequence[CameraFrame | None] = ()
     imu: Sequence[ImuSample] = ()
-    #: The LiDAR raster when it was already built from `lidar_xyz` at this `stamp_ns` (pipelining:
+    #: The LiDAR input (`lidar_input`) when it was already built at this `stamp_ns` (pipelining:
     #: the live pipeline rasterises a sweep as soon as it arrives, before the bundle is complete).
     lidar_bev: np.ndarray | None = None
 
@@ -70,6 +74,16 @@ class SensorFrame:
             "lidar": self.lidar_xyz is not None or self.lidar_bev is not None,
             "radar": self.radar_xyz is not None,
         }
+
+
+def is_previous_sweep(prev_stamp_ns: int, stamp_ns: int, period_s: float) -> bool:
+    """Whether a sweep stamped `prev_stamp_ns` is the one before `stamp_ns` for a LiDAR of `period_s`.
+
+    Older than `PREV_SWEEP_MAX_GAP_PERIODS` periods (a dropped sweep, a stall) it is not: the
+    network learned the motion between consecutive sweeps, and a gap would double it.
+    """
+    gap = int(stamp_ns) - int(prev_stamp_ns)
+    return 0 < gap <= nio.PREV_SWEEP_MAX_GAP_PERIODS * float(period_s) * 1e9
 
 
 class Preprocessor:
@@ -94,6 +108,21 @@ class Preprocessor:
             raise ValueError(f"n_cameras must be 1..{nio.MAX_CAMERAS}, got {self.n_cameras}")
         self.intensity_scale = float(intensity_scale)
 
+    def lidar_input(self, xyz: np.ndarray, intensity: np.ndarray | None = None,
+                    prev_xyz: np.ndarray | None = None, prev_intensity: np.ndarray | None = None) -> np.ndarray:
+        """The network's `lidar_bev`: this sweep's pillar statistics, then the previous sweep's.
+
+        Both clouds must already be in base_link at the same T; a missing previous sweep
+        leaves its channels 0 (what training shows the network for that case).
+        """
+        g = self.grid
+        nch = len(nio.LIDAR_SWEEP_CHANNELS)
+        out = np.zeros((len(nio.LIDAR_CHANNELS), g.nx, g.ny), np.float32)
+        g.lidar_raster(xyz, intensity, self.intensity_scale, out=out[:nch])
+        if prev_xyz is not None:
+            g.lidar_raster(prev_xyz, prev_intensity, self.intensity_scale, out=out[nch:2 * nch])
+        return out
+
     def build(self, frame: SensorFrame) -> nio.NetworkInputs:
         """The `NetworkInputs` of one bundle (see module docstring); raises RejectedInput on malformed data."""
         g = self.grid
@@ -112,7 +141,8 @@ class Preprocessor:
             present[MODALITY_INDEX["lidar"]] = 1.0
             coverage[MODALITY_INDEX["lidar"]] = self.lidar_coverage
         elif frame.lidar_xyz is not None:
-            lidar = g.lidar_raster(frame.lidar_xyz, frame.lidar_intensity, self.intensity_scale)
+            lidar = self.lidar_input(frame.lidar_xyz, frame.lidar_intensity, frame.lidar_prev_xyz,
+                                     frame.lidar_prev_intensity)
             present[MODALITY_INDEX["lidar"]] = 1.0
             coverage[MODALITY_INDEX["lidar"]] = self.lidar_coverage
 

@@ -62,7 +62,7 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
 
 
 class LidarEncoder(nn.Module):
-    """Pillar-statistics raster (B×8×128×128) → B×F×64×64."""
+    """Pillar statistics of this sweep and the previous one (B×16×128×128, `LIDAR_CHANNELS`) → B×F×64×64."""
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()

@@ -10,6 +10,8 @@ What the loop guarantees:
 - modality dropout: every sample sees one non-empty subset of {camera, lidar,
   radar} (the full set with probability `p_all`, else uniform over the other six),
   so the masked fusion and the per-modality head are trained, not hoped for;
+- previous-sweep dropout: with probability `p_no_prev_sweep` a sample's older LiDAR
+  sweep is blanked, as the runtime sends it after a gap or at start-up;
 - deterministic for a seed: shard order, shuffling and dropout come from
   numpy Generators seeded by (seed, epoch), weights from torch.manual_seed(seed);
 - resumable at epoch granularity from `last.pt` (model, optimiser, scheduler,
@@ -173,6 +175,8 @@ def synthetic_shard(path: Path, n: int, seed: int) -> Path:
             out["lidar_bev"][s, 0][sl] = 0.6 + 0.05 * c
             out["lidar_bev"][s, 1][sl] = 0.2 + 0.1 * c
             out["lidar_bev"][s, 5 + c % 3][sl] = 1.0
+            nch = len(io.LIDAR_SWEEP_CHANNELS)  # previous sweep: the same (static) blob
+            out["lidar_bev"][s, nch:][:, sl[0], sl[1]] = out["lidar_bev"][s, :nch][:, sl[0], sl[1]]
             if rng.random() < 0.8:
                 out["radar_bev"][s, 0, 2 * ci, 2 * cj] = 1.0
                 out["radar_bev"][s, 1, 2 * ci, 2 * cj] = 0.3 + 0.1 * c
@@ -205,6 +209,7 @@ class TrainConfig:
     schedule: str = "onecycle"  # or "cosine"
     seed: int = 0
     p_all: float = 0.4  # probability a sample keeps all modalities
+    p_no_prev_sweep: float = 0.1  # probability a sample's previous LiDAR sweep is blanked
     max_steps: int | None = None  # stop early (smoke runs, tests); shortens the schedule
     until_epoch: int | None = None  # pause after this epoch with the schedule still planned for `epochs`
     threads: int | None = None
@@ -245,6 +250,19 @@ def dropout_presence(present: np.ndarray, rng: np.random.Generator, p_all: float
     return out
 
 
+def dropout_previous_sweep(lidar_bev: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """Blank the previous-sweep channels of a B×C×H×W LiDAR batch with probability `p` per sample.
+
+    The runtime has no previous sweep for the first sweep and after a gap
+    (`is_previous_sweep`); this is how the network learns that input. Returns a new array.
+    """
+    out = lidar_bev.copy()
+    nch = len(io.LIDAR_SWEEP_CHANNELS)
+    drop = rng.random(out.shape[0]) < p
+    out[drop, nch:] = 0.0
+    return out
+
+
 def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
 
@@ -258,14 +276,15 @@ def batch_loss(net: FusionNet, batch: dict[str, torch.Tensor], weights: LossWeig
 
 
 def precise_batchnorm(net: FusionNet, data: ShardDataset, *, batches: int, batch_size: int,
-                      rng: np.random.Generator, p_all: float, device: torch.device) -> int:
+                      rng: np.random.Generator, p_all: float, device: torch.device,
+                      p_no_prev_sweep: float = 0.0) -> int:
     """Re-estimate every BatchNorm's running mean/var as a plain average over `batches` batches.
 
     Why: with batch 4 and momentum 0.1 the running statistics are an average of the last
     ~10 batches of the epoch, and those come from one or two shards (one drive, one scenario)
     — what validation then normalises with changes from epoch to epoch. "Precise BN"
     (Wu & Johnson 2021, "Rethinking Batch in BatchNorm") instead averages over many batches
-    drawn across shards, with the same modality dropout as training. No weight changes.
+    drawn across shards, with the same modality and previous-sweep dropout as training. No weight changes.
     Returns the number of batches used.
     """
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -290,6 +309,7 @@ def precise_batchnorm(net: FusionNet, data: ShardDataset, *, batches: int, batch
                     break
                 b = {k: v[idx[s : s + batch_size]] for k, v in arrays.items()}
                 b["present"] = dropout_presence(b["present"], rng, p_all)
+                b["lidar_bev"] = dropout_previous_sweep(b["lidar_bev"], rng, p_no_prev_sweep)
                 net(_to_torch(b, device))
                 used += 1
     for bn, m in zip(bns, momenta, strict=True):
@@ -439,6 +459,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
                 if step >= total:
                     break
                 b["present"] = dropout_presence(b["present"], rng, cfg.p_all)
+                b["lidar_bev"] = dropout_previous_sweep(b["lidar_bev"], rng, cfg.p_no_prev_sweep)
                 losses = batch_loss(net, _to_torch(b, device), cfg.loss)
                 opt.zero_grad(set_to_none=True)
                 losses["total"].backward()
@@ -455,7 +476,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
             epoch += 1
             # Own generator: the training order and dropout stay exactly as without this step.
             precise_batchnorm(net, train_data, batches=cfg.precise_bn_batches, batch_size=cfg.batch_size,
-                              rng=np.random.default_rng([cfg.seed, epoch, 1]), p_all=cfg.p_all, device=device)
+                              rng=np.random.default_rng([cfg.seed, epoch, 1]), p_all=cfg.p_all, device=device,
+                              p_no_prev_sweep=cfg.p_no_prev_sweep)
             val = evaluate_loss(net, val_data, cfg.batch_size, device, cfg.loss)
             record = {"epoch": epoch, "step": step, "train": {k: v / max(n, 1) for k, v in sums.items()},
                       "val": val, "seconds": time.perf_counter() - t0}

@@ -16,7 +16,8 @@ Per bundle:
    table, measured on validation seeds) and falls back to ``late`` when a
    used member is further from T than ``max_sync_age_ms``.
 2. **intermediate / degraded**: all data brought to T with ego-motion (LiDAR
-   deskewed per point, radar moved and Doppler-compensated, camera pose at its
+   deskewed per point — the bundle's sweep and the one before it, remembered per
+   LiDAR, as the network's two sweeps — radar moved and Doppler-compensated, camera pose at its
    own capture time), one pre-processing (`core.preprocess` — the training
    one), the encoders of the used modalities, one gated fusion + head, peak
    decoding; each detection carries the gate weights at its cell.
@@ -53,7 +54,14 @@ from ..core.compensation import StaticMotion, compensate_radar, deskew_lidar
 from ..core.ego_motion import OutOfHistory, PoseHistory
 from ..core.late_fusion import ScoreCalibration, WbfConfig, move_to_time, weighted_box_fusion
 from ..core.point_times import point_times_ns
-from ..core.preprocess import MODALITY_INDEX, CameraFrame, Preprocessor, SensorFrame, drop_modalities
+from ..core.preprocess import (
+    MODALITY_INDEX,
+    CameraFrame,
+    Preprocessor,
+    SensorFrame,
+    drop_modalities,
+    is_previous_sweep,
+)
 from ..core.rig import ConfigError, Rig, SensorSpec
 from ..core.sync import Bundle, Member
 from ..core.types import NS_PER_S, CameraIntrinsics, Image, ImuSample, Modality, Obstacles, Odometry, PointCloud
@@ -314,6 +322,9 @@ class FusionPipeline:
         self.last_prepared: PreparedBundle | None = None
         # Pipelining: reference sweeps rasterised + encoded on arrival, keyed (sensor, stamp).
         self._prefetched: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, dict[str, float]]] = {}
+        # The last few sweeps of each LiDAR (raw, by stamp): the sweep before a bundle's is the
+        # network's second LiDAR sweep (`network_io.LIDAR_SWEEPS`), deskewed to the bundle's T.
+        self._sweeps: dict[str, dict[int, PointCloud]] = {}
         # The node feeds IMU/odometry from its executor thread while a worker thread fuses: every
         # access to the pose history and the IMU buffer holds this lock (a few ms at most).
         self.lock = threading.RLock()
@@ -352,8 +363,8 @@ class FusionPipeline:
         timings: dict[str, float] = {}
         timer = _Timer(timings)
         member = Member(T, T, cloud, 0)
-        xyz, inten = timer("compensate.lidar", lambda: self._lidar_at([(spec, member)], T, None))
-        raster = timer("preprocess.lidar", lambda: self.grid.lidar_raster(xyz, inten, self.pre.intensity_scale))
+        xyz, inten, pxyz, pinten = timer("compensate.lidar", lambda: self._lidar_at([(spec, member)], T, None))
+        raster = timer("preprocess.lidar", lambda: self.pre.lidar_input(xyz, inten, pxyz, pinten))
         feat = timer("encode.lidar", lambda: self.stages.encode_lidar(raster))
         self._prefetched[(sensor, T)] = (raster, feat, timings)
         while len(self._prefetched) > 4:
@@ -374,6 +385,7 @@ class FusionPipeline:
         with self.lock:
             self.ego.reset()
             self.imu.clear()
+        self._sweeps.clear()
 
     # --- per bundle ---------------------------------------------------------------------
     def prepare(self, bundle: Bundle, usable_sensors: Iterable[str] | None = None) -> PreparedBundle:
@@ -449,22 +461,61 @@ class FusionPipeline:
                 self.counters["ego_unavailable.out_of_history"] += 1
                 return fn(self._static)
 
+    def _remember_sweep(self, spec: SensorSpec, cloud: PointCloud) -> PointCloud | None:
+        """Keep `cloud` as a recent sweep of `spec`; return the sweep before it, if there is one.
+
+        Sweeps are remembered whenever the pipeline sees them (prefetch, bundles, late fusion),
+        keyed by stamp, so repeated or out-of-order calls give the same answer. The previous
+        sweep must be the one just before (`is_previous_sweep`): after a gap it is left out.
+        """
+        seen = self._sweeps.setdefault(spec.name, {})
+        stamp = int(cloud.stamp_ns)
+        new = stamp not in seen
+        seen[stamp] = cloud
+        while len(seen) > 4:
+            del seen[min(seen)]
+        t_prev = max((t for t in seen if t < stamp), default=None)
+        if t_prev is not None and is_previous_sweep(t_prev, stamp, spec.period_s):
+            return seen[t_prev]
+        if new:
+            self.counters["lidar_without_previous_sweep"] += 1
+        return None
+
+    def _deskew(self, spec: SensorSpec, cloud: PointCloud, T: int) -> np.ndarray:
+        times = point_times_ns(cloud)
+        lo = int(times.min()) if times is not None and len(times) else int(cloud.stamp_ns)
+        hi = int(times.max()) if times is not None and len(times) else int(cloud.stamp_ns)
+
+        def deskew(motion: Any) -> Any:
+            return deskew_lidar(cloud.xyz(), times, T, motion, spec.extrinsic, stamp_ns=int(cloud.stamp_ns))
+
+        return np.asarray(self._with_motion(min(lo, T), max(hi, T), deskew), np.float32)
+
+    @staticmethod
+    def _intensity(cloud: PointCloud) -> np.ndarray:
+        return (np.asarray(cloud.points["intensity"], np.float32) if cloud.has("intensity")
+                else np.zeros(len(cloud.points), np.float32))
+
     def _lidar_at(self, members: list[tuple[SensorSpec, Member]], T: int, prep: PreparedBundle | None
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
-        xyz_parts, inten_parts = [], []
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The members' sweeps and the sweeps before them, all deskewed into base_link at T.
+
+        Returns (xyz, intensity, prev_xyz, prev_intensity); the previous pair is None when no
+        member has a previous sweep (start, after a gap or a reset).
+        """
+        xyz_parts, inten_parts, prev_xyz, prev_inten = [], [], [], []
         for spec, m in members:
             cloud: PointCloud = m.payload
-            times = point_times_ns(cloud)
-            lo = int(times.min()) if times is not None and len(times) else int(cloud.stamp_ns)
-            hi = int(times.max()) if times is not None and len(times) else int(cloud.stamp_ns)
-            def deskew(motion: Any, cloud: PointCloud = cloud, times: Any = times, spec: SensorSpec = spec) -> Any:
-                return deskew_lidar(cloud.xyz(), times, T, motion, spec.extrinsic, stamp_ns=int(cloud.stamp_ns))
-
-            xyz = self._with_motion(min(lo, T), max(hi, T), deskew)
-            xyz_parts.append(np.asarray(xyz, np.float32))
-            inten_parts.append(np.asarray(cloud.points["intensity"], np.float32) if cloud.has("intensity")
-                               else np.zeros(len(xyz), np.float32))
-        return np.concatenate(xyz_parts), np.concatenate(inten_parts)
+            prev = self._remember_sweep(spec, cloud)
+            xyz_parts.append(self._deskew(spec, cloud, T))
+            inten_parts.append(self._intensity(cloud))
+            if prev is not None:
+                prev_xyz.append(self._deskew(spec, prev, T))
+                prev_inten.append(self._intensity(prev))
+        if not prev_xyz:
+            return np.concatenate(xyz_parts), np.concatenate(inten_parts), None, None
+        return (np.concatenate(xyz_parts), np.concatenate(inten_parts), np.concatenate(prev_xyz),
+                np.concatenate(prev_inten))
 
     def _radar_at(self, members: list[tuple[SensorSpec, Member]], T: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -517,7 +568,8 @@ class FusionPipeline:
                 if ready is not None:
                     frame.lidar_bev = ready[0]
                     continue
-                frame.lidar_xyz, frame.lidar_intensity = self._lidar_at(members, T, prep)
+                (frame.lidar_xyz, frame.lidar_intensity, frame.lidar_prev_xyz,
+                 frame.lidar_prev_intensity) = self._lidar_at(members, T, prep)
             elif mod == "radar":
                 frame.radar_xyz, frame.radar_rcs, frame.radar_v_comp = self._radar_at(members, T)
             elif mod == "camera":

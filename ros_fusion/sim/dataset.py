@@ -1,14 +1,16 @@
 """Training data from the simulator: network inputs + CenterPoint targets per LiDAR sweep (DESIGN §7).
 
 For every (scenario, seed) a `DriveSimulator` runs; at each LiDAR sweep (time
-T = its stamp) the nearest camera image and radar scan and the IMU history go
+T = its stamp) the camera image and radar scan the live synchroniser would bundle
+(nearest to T + the stream's `sync` offset, within its tolerance: `core.sync`) and the IMU history go
 through the SAME `core.preprocess.Preprocessor` the live pipeline uses, and
 the ground truth at T through `core.centerhead.encode`. Compensation to T is
 `core.compensation` — the code the live pipeline runs — fed with the simulator's
 true trajectory (`sim.ego.TrueMotion`) rather than the IMU estimate (the
 estimator is evaluated separately, so training data is not tied to its errors):
 - LiDAR deskew: each point moved from the sensor pose at its firing time
-  (field `t`) into base_link at T;
+  (field `t`) into base_link at T; the sweep before (also those the stride skips)
+  is deskewed to the same T as the second sweep of the input (`LIDAR_SWEEPS`);
 - radar: points moved from base_link at the scan time to base_link at T, Doppler
   compensated with the sensor's true velocity (v_comp = v_r + v_sensor·û);
 - camera: pose of base_link at capture relative to base_link at T.
@@ -44,13 +46,16 @@ from ..core.camera_lift import normalise_image, resize_image
 from ..core.centerhead import Targets, encode_obstacles
 from ..core.compensation import compensate_radar, deskew_lidar
 from ..core.files import sha256_file
-from ..core.preprocess import CameraFrame, Preprocessor, SensorFrame
+from ..core.preprocess import CameraFrame, Preprocessor, SensorFrame, is_previous_sweep
 from ..core.rig import Rig, SensorSpec
+from ..core.sync import StreamConfig, stream_configs_from_rig
 from ..core.types import NS_PER_S, Image, ImuSample, Modality, Obstacles, PointCloud
 from .drive import DriveSimulator
 from .ego import EgoTrajectory, TrueMotion
 
-DATASET_VERSION = 2  # 2: ground truth carries num_points; targets only for observed objects
+#: 2: ground truth carries num_points, targets only for observed objects; 3: two LiDAR sweeps,
+#: camera and radar matched like the synchroniser (rig `sync` offsets)
+DATASET_VERSION = 3
 JPEG_QUALITY = 90  # what ros/image.py's image_to_compressed uses by default
 FINALISE_AFTER_S = 0.2  # a sweep is assembled once messages published this long after T have arrived
 IMU_HISTORY_S = 1.0
@@ -88,7 +93,16 @@ class DatasetFrame:
 @dataclass
 class _Pending:
     cloud: PointCloud
-    gt: Obstacles | None = None
+    prev: PointCloud | None = None  # the sweep before, when it is the previous one (`is_previous_sweep`)
+
+
+def _matched(buf: deque, t_ns: int, cfg: StreamConfig):
+    """The message the synchroniser would bundle at trigger `t_ns`: nearest T + offset within tolerance.
+
+    Training sees the same time offsets as the runtime (a rig whose camera is matched
+    ~33 ms in the past trains with cameras ~33 ms in the past), not the nearest message.
+    """
+    return _nearest(buf, t_ns + int(cfg.offset_ns), int(cfg.tolerance))
 
 
 def _nearest(buf: deque, t_ns: int, tol_ns: int):
@@ -116,18 +130,21 @@ class DriveSamples:
         self.cameras = [rig.sensors[n] for n in self.pre.camera_names]
         self.radars = rig.of(Modality.RADAR)
         self.stride = int(stride)
+        self.sync = {c.name: c for c in stream_configs_from_rig(rig)}
         self.jpeg = {c.name: (c.topic.endswith("/compressed") if jpeg is None else jpeg) for c in self.cameras}
 
     def __iter__(self) -> Iterator[DatasetFrame]:
         ego = self.sim.world.ego
         imu_spec = self.rig.of(Modality.IMU)
         imu_name = imu_spec[0].name if imu_spec else None
-        cams: dict[str, deque] = {c.name: deque(maxlen=8) for c in self.cameras}
-        radars: dict[str, deque] = {r.name: deque(maxlen=8) for r in self.radars}
+        cams: dict[str, deque] = {c.name: deque(maxlen=32) for c in self.cameras}  # ≥ 0.5 s at 60 Hz
+        radars: dict[str, deque] = {r.name: deque(maxlen=32) for r in self.radars}
         imu: deque[ImuSample] = deque(maxlen=int(IMU_HISTORY_S * 400))
         pending: deque[_Pending] = deque()
         gts: dict[int, Obstacles] = {}
         sweep = 0
+        last_cloud: PointCloud | None = None
+        period_s = self.lidar.period_s
         wait_ns = int(FINALISE_AFTER_S * NS_PER_S)
 
         def ready(now_ns: int) -> Iterator[DatasetFrame]:
@@ -135,7 +152,7 @@ class DriveSamples:
                 p = pending.popleft()
                 gt = gts.pop(p.cloud.stamp_ns, None)
                 if gt is not None:
-                    yield self._frame(p.cloud, gt, cams, radars, imu, ego)
+                    yield self._frame(p.cloud, p.prev, gt, cams, radars, imu, ego)
 
         for ev in self.sim.events():
             yield from ready(ev.publish_ns)
@@ -143,7 +160,10 @@ class DriveSamples:
                 gts[ev.stamp_ns] = ev.payload
             elif ev.sensor == self.lidar.name:
                 if sweep % self.stride == 0:
-                    pending.append(_Pending(ev.payload))
+                    prev = (last_cloud if last_cloud is not None
+                            and is_previous_sweep(last_cloud.stamp_ns, ev.payload.stamp_ns, period_s) else None)
+                    pending.append(_Pending(ev.payload, prev))
+                last_cloud = ev.payload  # every sweep, also those the stride skips: it is the next one's previous
                 sweep += 1
             elif ev.sensor in cams and isinstance(ev.payload, Image):
                 cams[ev.sensor].append(ev.payload)
@@ -156,14 +176,16 @@ class DriveSamples:
                     del gts[k]
         yield from ready(None)
 
-    def _frame(self, cloud: PointCloud, gt: Obstacles, cams: dict, radars: dict, imu: deque,
-               ego: EgoTrajectory) -> DatasetFrame:
+    def _frame(self, cloud: PointCloud, prev: PointCloud | None, gt: Obstacles, cams: dict, radars: dict,
+               imu: deque, ego: EgoTrajectory) -> DatasetFrame:
         T = cloud.stamp_ns
         motion = TrueMotion(ego)
         xyz = deskew_lidar(cloud.xyz(), _point_times_ns(cloud), T, motion, self.lidar.extrinsic)
+        prev_xyz = (None if prev is None else
+                    deskew_lidar(prev.xyz(), _point_times_ns(prev), T, motion, self.lidar.extrinsic))
         r_xyz, r_rcs, r_v = [], [], []
         for spec in self.radars:
-            scan = _nearest(radars[spec.name], T, int(spec.period_s * NS_PER_S))
+            scan = _matched(radars[spec.name], T, self.sync[spec.name])
             if scan is not None:
                 a, c = compensate_radar(scan.xyz(), np.asarray(scan.points["v_r"]), scan.stamp_ns, T, motion,
                                         spec.extrinsic)
@@ -173,7 +195,7 @@ class DriveSamples:
         camera_frames: list[CameraFrame | None] = []
         small = np.zeros((self.pre.n_cameras, nio.CAM_H, nio.CAM_W, 3), np.uint8)
         for k, spec in enumerate(self.cameras):
-            img = _nearest(cams[spec.name], T, int(spec.period_s * NS_PER_S))
+            img = _matched(cams[spec.name], T, self.sync[spec.name])
             if img is None or spec.intrinsics is None:
                 camera_frames.append(None)
                 continue
@@ -185,6 +207,8 @@ class DriveSamples:
             stamp_ns=T,
             lidar_xyz=xyz,
             lidar_intensity=np.asarray(cloud.points["intensity"]),
+            lidar_prev_xyz=prev_xyz,
+            lidar_prev_intensity=None if prev is None else np.asarray(prev.points["intensity"]),
             radar_xyz=np.concatenate(r_xyz) if r_xyz else None,
             radar_rcs=np.concatenate(r_rcs) if r_rcs else None,
             radar_v_comp=np.concatenate(r_v) if r_v else None,
