@@ -122,6 +122,11 @@ def test_samples_have_aligned_inputs_and_targets(frames) -> None:
         seen = f.gt.observed()  # targets only for objects a LiDAR or radar return hit
         assert f.targets.n_objects == int(G.in_grid(seen.boxes[:, 0], seen.boxes[:, 1]).sum())
         occ = f.inputs.arrays["lidar_bev"][0]
+        # the sweep before is the second half of the input: absent only for the drive's first sweep
+        prev = f.inputs.arrays["lidar_bev"][len(nio.LIDAR_SWEEP_CHANNELS)]
+        assert prev.any() == (f is not frames[0])
+        if f is not frames[0]:  # deskewed to the same T: the static world lands in the same cells
+            assert ((occ > 0) & (prev > 0)).sum() > 0.4 * min((occ > 0).sum(), (prev > 0).sum())
         for b in f.gt.boxes:
             if np.hypot(b[0], b[1]) < 25 and b[3] > 3:  # vehicles near the car are hit by the LiDAR
                 i, j = G.cell_index(b[0], b[1])
