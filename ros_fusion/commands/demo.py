@@ -327,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
             rc = 1
         else:
             console.print(out.strip().splitlines()[-1] if out.strip() else "replay done")
-        live.settle(1.5)  # one more diagnostics period so the last messages are counted
+        _settle_until_counted(live, _recorded_counts(bag, rig))
         rc = max(rc, _report(live.monitor.latest, timelines, rig, console))
         console.print(f"ground truth frames received: {clock.frames} of {clock.frames_in_bag}")
         rc = max(rc, _score_live(live, bag, rig, clock, out_dir, console))
@@ -337,6 +337,33 @@ def run(args: argparse.Namespace) -> int:
     finally:
         live.close()
     return rc
+
+
+def _recorded_counts(bag: Path, rig) -> dict[str, int]:
+    """Messages the bag holds per rig sensor (what the node should account for by the end)."""
+    from ..bag.reader import BagReader
+
+    topics = BagReader(bag).topics
+    return {s.name: topics[s.topic].count for s in rig.sensors.values() if s.topic in topics}
+
+
+def _settle_until_counted(live: Any, expected: dict[str, int], min_s: float = 1.5, max_s: float = 6.0) -> None:
+    """Listen until /diagnostics accounts for every replayed message (received + rejected), at most `max_s`.
+
+    A fixed wait of one diagnostics period was not always enough on a loaded machine:
+    the last IMU message was sometimes counted only in the period after. What is still
+    missing after `max_s` is reported as it is (a real loss shows).
+    """
+    live.settle(min_s)
+    end = time.monotonic() + max_s - min_s
+    while time.monotonic() < end:
+        latest = live.monitor.latest
+        short = [n for n, want in expected.items()
+                 if (v := latest.get(f"ros_fusion/{n}", {}).get("values")) is None
+                 or int(float(v.get("received", 0))) + int(float(v.get("rejected", 0))) < want]
+        if not short:
+            return
+        live.settle(0.5)
 
 
 def _score_live(live: Any, bag: Path, rig, clock: DriveClock, out_dir: Path, console) -> int:
