@@ -79,6 +79,7 @@ class DriveClock:
     rate: float
     frames_in_bag: int
     faults: list[Any]
+    topic_counts: dict[str, int] = field(default_factory=dict)  # messages per topic in the bag
     shifted_first_ns: int | None = None
     frames: int = 0
 
@@ -93,7 +94,8 @@ class DriveClock:
         first = next((header_stamp_ns(data) for _, _, _, data in reader.messages([GROUND_TRUTH_TOPIC])), None)
         info = reader.topics.get(GROUND_TRUTH_TOPIC)
         faults, _ = bag_faults(path)
-        return DriveClock(first or SIM_EPOCH_NS, rate, info.count if info else 0, faults)
+        return DriveClock(first or SIM_EPOCH_NS, rate, info.count if info else 0, faults,
+                          {name: t.count for name, t in reader.topics.items()})
 
     def on_ground_truth(self, data: bytes) -> None:
         from ..bag.info import header_stamp_ns
@@ -327,7 +329,8 @@ def run(args: argparse.Namespace) -> int:
             rc = 1
         else:
             console.print(out.strip().splitlines()[-1] if out.strip() else "replay done")
-        _settle_until_counted(live, _recorded_counts(bag, rig))
+        _settle_until_counted(live, {s.name: clock.topic_counts[s.topic] for s in rig.sensors.values()
+                                     if s.topic in clock.topic_counts})
         rc = max(rc, _report(live.monitor.latest, timelines, rig, console))
         console.print(f"ground truth frames received: {clock.frames} of {clock.frames_in_bag}")
         rc = max(rc, _score_live(live, bag, rig, clock, out_dir, console))
@@ -339,17 +342,10 @@ def run(args: argparse.Namespace) -> int:
     return rc
 
 
-def _recorded_counts(bag: Path, rig) -> dict[str, int]:
-    """Messages the bag holds per rig sensor (what the node should account for by the end)."""
-    from ..bag.reader import BagReader
-
-    topics = BagReader(bag).topics
-    return {s.name: topics[s.topic].count for s in rig.sensors.values() if s.topic in topics}
-
-
 def _settle_until_counted(live: Any, expected: dict[str, int], min_s: float = 1.5, max_s: float = 6.0) -> None:
     """Listen until /diagnostics accounts for every replayed message (received + rejected), at most `max_s`.
 
+    `expected`: messages per rig sensor in the bag.
     A fixed wait of one diagnostics period was not always enough on a loaded machine:
     the last IMU message was sometimes counted only in the period after. What is still
     missing after `max_s` is reported as it is (a real loss shows).

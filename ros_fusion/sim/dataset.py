@@ -101,13 +101,11 @@ def _matched(buf: deque, t_ns: int, cfg: StreamConfig):
 
     Training sees the same time offsets as the runtime (a rig whose camera is matched
     ~33 ms in the past trains with cameras ~33 ms in the past), not the nearest message.
+    Ties go to the earlier message, as in `core.sync`.
     """
-    return _nearest(buf, t_ns + int(cfg.offset_ns), int(cfg.tolerance))
-
-
-def _nearest(buf: deque, t_ns: int, tol_ns: int):
-    best = min(buf, key=lambda m: abs(m.stamp_ns - t_ns), default=None)
-    if best is None or abs(best.stamp_ns - t_ns) > tol_ns:
+    tau = t_ns + int(cfg.offset_ns)
+    best = min(buf, key=lambda m: abs(m.stamp_ns - tau), default=None)
+    if best is None or abs(best.stamp_ns - tau) > int(cfg.tolerance):
         return None
     return best
 
