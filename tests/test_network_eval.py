@@ -24,6 +24,7 @@ from ros_fusion.commands import eval_model
 from ros_fusion.core import network_io as nio
 from ros_fusion.core.preprocess import MODALITY_INDEX, drop_modalities
 from ros_fusion.core.rig import load_rig
+from ros_fusion.core.types import Obstacles
 from ros_fusion.eval.network_eval import (
     PATTERNS,
     EvalDataError,
@@ -32,6 +33,7 @@ from ros_fusion.eval.network_eval import (
     NetworkDetector,
     NetworkEvalConfig,
     TargetDetector,
+    inside_coverage,
     iter_frames,
     model_seen_seeds,
     run_network_eval,
@@ -91,6 +93,8 @@ def test_every_pattern_is_evaluated(network_report, data):
     for r in rep.patterns.values():
         assert sum(r.n_gt.values()) > 0  # ground truth reached the scorer for every pattern
         assert 0.0 <= r.nds <= 1.0
+    assert set(rep.in_coverage) == set(PATTERNS)
+    assert 0.0 <= rep.in_coverage["lidar_missing"][0].mean_ap <= 1.0
 
 
 def test_absent_modalities_and_camera_outside_its_view_get_zero_gate(network_report):
@@ -145,6 +149,33 @@ def test_perfect_head_outputs_score_ap_one(data, bundle):
         assert r.mean_tp_errors["trans_err"] < 0.05  # float16 targets: centimetre-level
     assert rep.ratio("camera_missing") == pytest.approx(1.0)
     assert rep.ratio("lidar_missing") == pytest.approx(1.0)
+    # scored inside each pattern's own coverage: still perfect, and the camera alone sees less than all sensors
+    assert set(rep.in_coverage) == set(PATTERNS)
+    for p, (r, _) in rep.in_coverage.items():
+        assert r.mean_ap == pytest.approx(1.0, abs=1e-9) and rep.ratio_in_coverage(p) == pytest.approx(1.0), p
+    n_gt = {p: sum(r.n_gt.values()) for p, (r, _) in rep.in_coverage.items()}
+    assert 0 < n_gt["camera_only"] < n_gt["all"] <= sum(rep.patterns["all"].n_gt.values())
+
+
+def test_inside_coverage_keeps_boxes_where_a_present_modality_sees():
+    f = nio.FEAT
+    cov = np.zeros((len(nio.FUSED_MODALITIES), f, f), np.float32)
+    cov[MODALITY_INDEX["camera"], f // 2:, f // 2:] = 1.0  # x ≥ 0, y ≥ 0
+    cov[MODALITY_INDEX["radar"], f // 2:, :] = 1.0  # x ≥ 0
+    xy = [(10.0, 5.0), (10.0, -5.0), (-10.0, 5.0), (nio.X_RANGE[1] + 1.0, 0.0), (1.0, 1.0)]
+    boxes = np.zeros((len(xy), 9), np.float32)
+    boxes[:, :2] = xy
+    boxes[:, 3:6] = (4.0, 1.8, 1.5)
+    obs = Obstacles(0, "base_link", boxes, np.ones(len(xy), np.float32), np.zeros(len(xy), np.int64),
+                    np.zeros((len(xy), 3), np.float32))
+
+    def kept(present):
+        return [tuple(map(float, b[:2])) for b in inside_coverage(obs, cov, np.asarray(present, np.float32)).boxes]
+
+    assert kept([1, 0, 0]) == [(10.0, 5.0), (1.0, 1.0)]
+    assert kept([1, 0, 1]) == [(10.0, 5.0), (10.0, -5.0), (1.0, 1.0)]
+    assert kept([0, 1, 0]) == []  # LiDAR present but (here) covering nothing
+    assert kept([1, 1, 1]) == kept([1, 0, 1])  # off the grid is never inside
 
 
 def test_zero_features_equal_running_the_encoder_on_masked_input(data, bundle):
@@ -175,6 +206,9 @@ def test_cli_writes_json_and_manifest_metrics(data, bundle, test_seed, tmp_path,
         assert {"keep", "mAP", "NDS", "per_class_AP", "AP_by_threshold", "per_band_mAP"} <= set(p)
     assert set(doc["per_class_AP_all"]) == set(nio.CLASSES)
     assert set(doc["ratios"]) == {"camera_missing_over_all", "lidar_missing_over_all"}
+    assert set(doc["in_coverage"]) == set(PATTERNS)
+    assert {"ground_truth", "mAP", "per_class_AP", "all_sensors_mAP", "ratio"} <= set(doc["in_coverage"]["camera_only"])
+    assert "mAP in its coverage" in text
     assert doc["data"]["seeds"] == [test_seed] and doc["data"]["split"] == "test"
     assert {s["scenario"] for s in doc["data"]["shards"]} == set(SCENARIOS)
     assert doc["model"]["stages"] == {k: {"file": s.path.name, "sha256": s.sha256} for k, s in bundle.stages.items()}

@@ -22,6 +22,11 @@ Why the pieces look as they do:
   modality inside its own coverage (day scenes vs `night_rain`), the maximum camera
   weight outside the camera's field of view (must be exactly 0), and the maximum
   weight any absent modality receives (must be exactly 0).
+- Each pattern is also scored only inside the coverage of its own sensors, next to the
+  all-sensor detections scored on that same region (`in_coverage`): with one front
+  camera and one front radar, a pattern without the LiDAR cannot see about half of the
+  360° ground truth, and nuScenes AP (recall below 10 % counts 0) turns that into an mAP
+  near 0 whatever the camera does where it looks. The plain mAP stays the headline.
 - `TargetDetector` replaces the network by the frame's own CenterPoint targets:
   encode → decode → score is then the upper bound of the scoring path (AP 1 when
   nothing collides), a check that the evaluator itself is right.
@@ -361,12 +366,24 @@ class NetworkEvalReport:
     gate_stats: GateStats
     n_frames: int
     frames_by_scenario: dict[str, int]
+    #: pattern → (its report, the all-sensor report) both scored only inside the pattern's coverage
+    in_coverage: dict[str, tuple[DetectionReport, DetectionReport]] = field(default_factory=dict)
 
     def ratio(self, pattern: str) -> float | None:
         a, b = self.patterns["all"].mean_ap, self.patterns.get(pattern)
         if b is None or not np.isfinite(a) or a <= 0 or not np.isfinite(b.mean_ap):
             return None
         return float(b.mean_ap / a)
+
+    def ratio_in_coverage(self, pattern: str) -> float | None:
+        """mAP of `pattern` over the all-sensor mAP, both only where the pattern's sensors see."""
+        pair = self.in_coverage.get(pattern)
+        if pair is None:
+            return None
+        a, b = pair[1].mean_ap, pair[0].mean_ap
+        if not np.isfinite(a) or a <= 0 or not np.isfinite(b):
+            return None
+        return float(b / a)
 
     def gates(self) -> dict[str, Any]:
         cfg = self.config
@@ -422,6 +439,8 @@ class NetworkEvalReport:
             "patterns": {p: {"mAP": r.mean_ap, "NDS": r.nds} for p, r in self.patterns.items()},
             "camera_missing_over_all": self.ratio("camera_missing"),
             "lidar_missing_over_all": self.ratio("lidar_missing"),
+            "in_coverage": {p: {"mAP": r.mean_ap, "all_sensors_mAP": a.mean_ap, "ratio": self.ratio_in_coverage(p)}
+                            for p, (r, a) in self.in_coverage.items()},
             "gates_day": g["mean_inside_coverage"]["day"],
             "gates_night_rain": g["mean_inside_coverage"]["night_rain"],
             "camera_gate_max_outside_fov": g["camera_outside_coverage_max"],
@@ -444,6 +463,10 @@ class NetworkEvalReport:
             "per_class_AP_all": {c: self.patterns["all"].class_ap(c) for c in self.patterns["all"].ap},
             "ratios": {"camera_missing_over_all": self.ratio("camera_missing"),
                        "lidar_missing_over_all": self.ratio("lidar_missing")},
+            "in_coverage": {p: {"ground_truth": sum(r.n_gt.values()), "mAP": r.mean_ap,
+                                "per_class_AP": {c: r.class_ap(c) for c in r.ap},
+                                "all_sensors_mAP": a.mean_ap, "ratio": self.ratio_in_coverage(p)}
+                            for p, (r, a) in self.in_coverage.items()},
             "gates": self.gates(),
             "checks": self.checks(),
             "metrics": self.manifest_metrics(self.model.get("metrics") if isinstance(self.model.get("metrics"),
@@ -498,20 +521,52 @@ def describe_model(bundle: ModelBundle) -> dict[str, Any]:
     })
 
 
+def inside_coverage(obs: Obstacles, coverage: np.ndarray, present: np.ndarray) -> Obstacles:
+    """The boxes whose centre lies in a feature cell that some present modality covers.
+
+    `coverage` (M, FEAT, FEAT) and `present` (M,) as fed to the network; boxes off the grid are
+    outside. Used to score a sensor pattern only where its sensors can see (`in_coverage`).
+    """
+    seen = (np.asarray(coverage, np.float32) * np.asarray(present, np.float32)[:, None, None]).max(axis=0) > 0
+    n = seen.shape[0]
+    cell = (nio.X_RANGE[1] - nio.X_RANGE[0]) / n
+    b = np.asarray(obs.boxes, np.float64).reshape(-1, 9)
+    i = np.floor((b[:, 0] - nio.X_RANGE[0]) / cell).astype(np.int64)
+    j = np.floor((b[:, 1] - nio.Y_RANGE[0]) / cell).astype(np.int64)
+    on = (i >= 0) & (i < n) & (j >= 0) & (j < seen.shape[1])
+    keep = np.zeros(len(b), bool)
+    keep[on] = seen[i[on], j[on]]
+    return obs.subset(keep)
+
+
 def evaluate_frames(frames: Iterator[EvalFrame] | Sequence[EvalFrame], detector: Detector, cfg: NetworkEvalConfig,
                     progress: Callable[[int, str], None] | None = None
-                    ) -> tuple[dict[str, DetectionReport], GateStats, dict[str, int]]:
-    """Run `detector` on every frame for every pattern, decode, score; gate statistics on the way."""
+                    ) -> tuple[dict[str, DetectionReport], GateStats, dict[str, int],
+                               dict[str, tuple[DetectionReport, DetectionReport]]]:
+    """Run `detector` on every frame for every pattern, decode, score; gate statistics on the way.
+
+    The last element scores each pattern only inside the coverage of its own sensors, and the
+    all-sensor detections on that same region: (pattern, all) reports. With one front camera and
+    one front radar the other patterns can never see most of the 360° ground truth, so their
+    plain mAP mixes "cannot see" with "sees badly"; this pair separates the two.
+    """
     pairs: dict[str, list[tuple[Obstacles, Obstacles]]] = {p: [] for p in cfg.patterns}
+    region: dict[str, list[tuple[Obstacles, Obstacles]]] = {p: [] for p in cfg.patterns}
+    region_all: dict[str, list[tuple[Obstacles, Obstacles]]] = {p: [] for p in cfg.patterns}
     stats = GateStats()
     by_scenario: dict[str, int] = {}
     n = 0
     for fr in frames:
-        for p, (out, cov, pres) in detector.outputs(fr, cfg.patterns).items():
-            det = decode(out.heatmap, out.regression, stamp_ns=fr.gt.stamp_ns, score_threshold=cfg.score_threshold,
-                         top_k=cfg.top_k, logits=out.logits, gates=out.gates)
-            pairs[p].append((fr.gt, det))
+        outs = detector.outputs(fr, cfg.patterns)
+        dets = {p: decode(out.heatmap, out.regression, stamp_ns=fr.gt.stamp_ns, score_threshold=cfg.score_threshold,
+                          top_k=cfg.top_k, logits=out.logits, gates=out.gates) for p, (out, _, _) in outs.items()}
+        for p, (out, cov, pres) in outs.items():
+            pairs[p].append((fr.gt, dets[p]))
             stats.add(p, fr.scenario, out.gates, cov, pres)
+            if "all" in dets:
+                gt_in = inside_coverage(fr.gt, cov, pres)
+                region[p].append((gt_in, inside_coverage(dets[p], cov, pres)))
+                region_all[p].append((gt_in, inside_coverage(dets["all"], cov, pres)))
         by_scenario[fr.scenario] = by_scenario.get(fr.scenario, 0) + 1
         n += 1
         if progress:
@@ -519,7 +574,9 @@ def evaluate_frames(frames: Iterator[EvalFrame] | Sequence[EvalFrame], detector:
     if n == 0:
         raise EvalDataError("no frames to evaluate")
     reports = {p: evaluate(pairs[p], cfg.metrics) for p in cfg.patterns}
-    return reports, stats, dict(sorted(by_scenario.items()))
+    in_cov = {p: (evaluate(region[p], cfg.metrics), evaluate(region_all[p], cfg.metrics))
+              for p in cfg.patterns if region[p]}
+    return reports, stats, dict(sorted(by_scenario.items())), in_cov
 
 
 def run_network_eval(data_dir: str | Path, bundle: ModelBundle, cfg: NetworkEvalConfig, *,
@@ -545,7 +602,7 @@ def run_network_eval(data_dir: str | Path, bundle: ModelBundle, cfg: NetworkEval
     total = sum(len(i) for i in select_indices(sizes, cfg.max_frames)) if all(sizes) else 0
     cb = (lambda k, what: progress(k, total, what)) if progress else None
     frames = iter_frames(refs, cfg.max_frames, with_targets=isinstance(detector, TargetDetector))
-    reports, stats, by_scenario = evaluate_frames(frames, detector, cfg, cb)
+    reports, stats, by_scenario, in_cov = evaluate_frames(frames, detector, cfg, cb)
     data = {
         "dir": str(Path(data_dir)),
         "config_hash": manifest.get("config_hash"),
@@ -561,7 +618,7 @@ def run_network_eval(data_dir: str | Path, bundle: ModelBundle, cfg: NetworkEval
         "seen_seeds_overlap": overlap,
     }
     return NetworkEvalReport(cfg, detector.describe(), _clean(data), describe_model(bundle), reports, stats,
-                             sum(by_scenario.values()), by_scenario)
+                             sum(by_scenario.values()), by_scenario, in_cov)
 
 
 # ----------------------------------------------------------------------------- terminal output
@@ -584,6 +641,11 @@ def render_report(rep: NetworkEvalReport) -> Any:
     for p, r in rep.patterns.items():
         t.add_row(p, " + ".join(PATTERNS[p]), _fmt(r.mean_ap), _fmt(r.nds), _fmt(rep.ratio(p) if p != "all" else 1.0,
                                                                                 2))
+    cov = Table(title="scored only where the pattern's sensors see (mAP in its coverage)")
+    for name in ("pattern", "GT boxes", "mAP", "all sensors there", "/ all"):
+        cov.add_column(name, justify="left" if name == "pattern" else "right")
+    for p, (r, a) in rep.in_coverage.items():
+        cov.add_row(p, str(sum(r.n_gt.values())), _fmt(r.mean_ap), _fmt(a.mean_ap), _fmt(rep.ratio_in_coverage(p), 2))
     c = Table(title="per-class AP, all sensors (mean over 0.5/1/2/4 m)")
     c.add_column("class")
     c.add_column("AP", justify="right")
@@ -614,4 +676,4 @@ def render_report(rep: NetworkEvalReport) -> Any:
     ]
     if rep.data.get("seen_seeds_overlap"):
         lines.append(f"WARNING: seeds {rep.data['seen_seeds_overlap']} were seen in training — not held-out numbers")
-    return Group(t, c, gt_, Text("\n".join(lines)))
+    return Group(t, cov, c, gt_, Text("\n".join(lines)))
