@@ -104,6 +104,7 @@ def test_nonfinite_points_are_dropped_and_counted(node: FusionNode) -> None:
     assert dict(h.points_dropped) == {"nonfinite": 3}
     diag = parse_diagnostic_array(health_to_diagnostic_array(node.health.snapshot(now), now))
     assert diag["ros_fusion/lidar_top"]["values"]["points_dropped.nonfinite"] == 3
+    assert diag["ros_fusion/lidar_top"]["values"]["transitions"] == f"OK@{now}"  # MISSING → OK at this snapshot
 
 
 def test_imu_feeds_ego_motion_and_its_health_is_reported(node: FusionNode) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from ros_fusion.core.health import (
     BACKWARDS_RESET_COUNT,
+    TRANSITIONS_KEPT,
     HealthConfig,
     HealthMonitor,
     Level,
@@ -215,3 +216,24 @@ def test_monitor_snapshot_from_rig() -> None:
 def test_health_config_rejects_bad_rate(bad: float) -> None:
     with pytest.raises(ValueError, match="rate_hz"):
         HealthConfig("x", "lidar", bad)
+
+
+def test_state_changes_are_remembered_with_their_times() -> None:
+    """A STALE shorter than the diagnostics period still shows in the snapshot's transitions."""
+    h = _health(rate=10.0, missing=5.0)
+    first = _feed(h, 10.0, 1.0)
+    assert h.update(first) is SensorState.OK
+    gap_seen = first + S // 2  # 0.5 s silent > 3 periods: STALE
+    assert h.update(gap_seen) is SensorState.STALE
+    back = _feed(h, 10.0, 0.5, start_ns=first + int(0.6 * S))  # 5 messages ≥ recover_count
+    assert h.update(back) is SensorState.OK
+    assert h.snapshot(back).transitions == ((first, "OK"), (gap_seen, "STALE"), (back, "OK"))
+    # bounded: a sensor that keeps flickering cannot grow it
+    t = back
+    for _ in range(20):
+        h.update(t + S // 2)  # STALE
+        t = _feed(h, 10.0, 0.5, start_ns=t + int(0.6 * S))
+        h.update(t)  # OK again
+    tr = h.snapshot(t).transitions
+    assert len(tr) == TRANSITIONS_KEPT and tr[-1] == (t, "OK")
+    assert [st for _, st in tr] == ["STALE", "OK"] * (TRANSITIONS_KEPT // 2)

@@ -17,6 +17,7 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ class SensorTimeline:
 
     rates: list[float] = field(default_factory=list)  # rate_hz samples while the sensor was OK
     spans: list[tuple[str, float, float]] = field(default_factory=list)  # (state, t_start, t_end) relative to replay
+    last_transition_ns: int = -1  # newest state change already taken from `transitions`
 
     def add(self, t: float, state: str, rate_hz: float) -> None:
         if not self.spans and state != "OK":
@@ -125,6 +127,33 @@ class SensorTimeline:
         if self.spans and self.spans[-1][0] == state:
             self.spans[-1] = (state, self.spans[-1][1], t)
         else:
+            self.spans.append((state, t, t))
+
+    def add_transitions(self, value: str, to_drive_s: Callable[[int], float | None]) -> None:
+        """State changes from the `transitions` diagnostics value ("STALE@<ns>,OK@<ns>", node clock).
+
+        /diagnostics comes once a second; a camera gap of 0.9 s can begin and end between two
+        messages, so the sampled states alone would miss it. Changes already seen are skipped.
+        """
+        for item in filter(None, (value or "").split(",")):
+            state, _, ns = item.partition("@")
+            try:
+                t_ns = int(ns)
+            except ValueError:
+                continue
+            if t_ns <= self.last_transition_ns:
+                continue
+            self.last_transition_ns = t_ns
+            t = to_drive_s(t_ns)
+            if t is None or (not self.spans and state != "OK"):
+                continue
+            if self.spans and self.spans[-1][0] == state:  # already sampled: it began earlier than seen
+                st, a, b = self.spans[-1]
+                self.spans[-1] = (st, min(a, t), b)
+                continue
+            if self.spans:
+                st, a, b = self.spans[-1]
+                self.spans[-1] = (st, a, max(b, t))
             self.spans.append((state, t, t))
 
     def describe(self) -> str:
@@ -318,8 +347,9 @@ def run(args: argparse.Namespace) -> int:
                     for name, st in latest.items():
                         if not name.endswith("/fusion"):
                             v = st["values"]
-                            timelines.setdefault(name.split("/", 1)[1], SensorTimeline()).add(
-                                t, str(v.get("state", "?")), float(v.get("rate_hz", 0) or 0))
+                            tl = timelines.setdefault(name.split("/", 1)[1], SensorTimeline())
+                            tl.add_transitions(str(v.get("transitions", "")), clock.drive_time_s)
+                            tl.add(t, str(v.get("state", "?")), float(v.get("rate_hz", 0) or 0))
                 status.update(_live_status(mon, latest, t or 0.0, total))
 
             replay_rc = live.run_replay(tick)

@@ -32,6 +32,10 @@ LOW_RATE_FRACTION = 0.5
 BACKWARDS_RESET_COUNT = 3
 
 
+#: state changes each sensor remembers for diagnostics (at 1 Hz diagnostics, a few per message at most)
+TRANSITIONS_KEPT = 8
+
+
 class SensorState(str, Enum):
     """Availability of one sensor; the value is what diagnostics print."""
 
@@ -154,6 +158,8 @@ class SensorSnapshot:
     frozen_messages: int = 0  # accepted messages that repeated their predecessor's payload, all time
     frozen_episodes: int = 0  # how often the stream froze
     recovering: bool = False  # data is back but not yet `recover_count` healthy messages
+    #: the last state changes, oldest first: (now_ns of the update that made it, new state value)
+    transitions: tuple[tuple[int, str], ...] = ()
 
     @property
     def rejected_total(self) -> int:
@@ -199,6 +205,9 @@ class SensorHealth:
         self._repeat_run = 0  # messages in a row that repeated their predecessor's digest
         self._healthy_run = 0  # healthy messages in a row (hysteresis)
         self._degraded = False  # was STALE/MISSING/frozen after having data: hysteresis applies
+        # State changes with their times, so a reader polling every second (diagnostics) still
+        # learns of a STALE that lasted less than a second.
+        self.transitions: deque[tuple[int, SensorState]] = deque(maxlen=TRANSITIONS_KEPT)
 
     # --- events -------------------------------------------------------------
     def on_message(self, stamp_ns: int, recv_ns: int, digest: bytes | None = None) -> None:
@@ -281,6 +290,7 @@ class SensorHealth:
         `recover_count` healthy messages arrived in a row (hysteresis, so a
         flickering sensor does not flip the fusion mode every period).
         """
+        before = self.state
         if self.last_recv_ns is None:
             self.state = SensorState.MISSING
             return self.state
@@ -296,6 +306,8 @@ class SensorHealth:
             self._degraded = False
         else:
             self.state = SensorState.STALE  # recovering
+        if self.state is not before:
+            self.transitions.append((int(now_ns), self.state))
         return self.state
 
     @property
@@ -359,6 +371,7 @@ class SensorHealth:
             frozen_messages=self.frozen_messages,
             frozen_episodes=self.frozen_episodes,
             recovering=self.recovering,
+            transitions=tuple((t, st.value) for t, st in self.transitions),
         )
 
 

@@ -59,6 +59,9 @@ def sensor_status(snap: SensorSnapshot) -> DiagnosticStatus:
         _kv("frozen_messages", snap.frozen_messages),
         _kv("frozen_episodes", snap.frozen_episodes),
         _kv("recovering", int(snap.recovering)),
+        # "STALE@<ns>,OK@<ns>": the last state changes (node clock), so a short STALE between two
+        # diagnostics messages is not lost
+        _kv("transitions", ",".join(f"{st}@{t}" for t, st in snap.transitions)),
     ]
     if snap.silent_s is not None:
         values.append(_kv("silent_s", snap.silent_s))
