@@ -35,11 +35,11 @@ def test_demo_runs_the_node_graph_and_reports_every_sensor(tmp_path):
         rejected = int(cells[6].split()[0])
         # the node's 5 s rate window still spans the camera's dropped second in a 6 s drive
         tolerance = 0.35 if sensor == "camera_front" else 0.2
-        assert abs(seen - nominal) <= tolerance * nominal, rows[sensor]
+        assert abs(seen - nominal) <= tolerance * nominal, out
         assert received + rejected == reader.topics[
             {"lidar_top": "/sensors/lidar_top/points", "camera_front": "/sensors/camera_front/image_raw/compressed",
              "radar_front": "/sensors/radar_front/points", "imu": "/sensors/imu",
-             "odometry": "/vehicle/odometry"}[sensor]].count, rows[sensor]  # every message accounted for
+             "odometry": "/vehicle/odometry"}[sensor]].count, out  # every message accounted for
     assert "ground truth frames received: 60 of 60" in out
     # The camera drop shows in the node's states and in the fusion fallback: the camera was left out of
     # fusion within the fault window and taken back after it, and detections never paused.
