@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..core import network_io as nio
+from ..core.bev import BevGrid
 from ..core.centerhead import decode
 from ..core.preprocess import MODALITY_INDEX, drop_modalities
 from ..core.types import Obstacles
@@ -370,20 +371,11 @@ class NetworkEvalReport:
     in_coverage: dict[str, tuple[DetectionReport, DetectionReport]] = field(default_factory=dict)
 
     def ratio(self, pattern: str) -> float | None:
-        a, b = self.patterns["all"].mean_ap, self.patterns.get(pattern)
-        if b is None or not np.isfinite(a) or a <= 0 or not np.isfinite(b.mean_ap):
-            return None
-        return float(b.mean_ap / a)
+        return _map_ratio(self.patterns.get(pattern), self.patterns["all"])
 
     def ratio_in_coverage(self, pattern: str) -> float | None:
         """mAP of `pattern` over the all-sensor mAP, both only where the pattern's sensors see."""
-        pair = self.in_coverage.get(pattern)
-        if pair is None:
-            return None
-        a, b = pair[1].mean_ap, pair[0].mean_ap
-        if not np.isfinite(a) or a <= 0 or not np.isfinite(b):
-            return None
-        return float(b / a)
+        return _map_ratio(*self.in_coverage.get(pattern, (None, None)))
 
     def gates(self) -> dict[str, Any]:
         cfg = self.config
@@ -474,6 +466,16 @@ class NetworkEvalReport:
         })
 
 
+def _map_ratio(part: DetectionReport | None, whole: DetectionReport | None) -> float | None:
+    """part mAP / whole mAP; None where either is missing or undefined, or the whole is 0."""
+    if part is None or whole is None:
+        return None
+    a, b = whole.mean_ap, part.mean_ap
+    if not np.isfinite(a) or a <= 0 or not np.isfinite(b):
+        return None
+    return float(b / a)
+
+
 def _round(x: Any, digits: int) -> Any:
     """Floats rounded to `digits` decimals, recursively (the manifest is read by people)."""
     if isinstance(x, dict):
@@ -528,13 +530,11 @@ def inside_coverage(obs: Obstacles, coverage: np.ndarray, present: np.ndarray) -
     outside. Used to score a sensor pattern only where its sensors can see (`in_coverage`).
     """
     seen = (np.asarray(coverage, np.float32) * np.asarray(present, np.float32)[:, None, None]).max(axis=0) > 0
-    n = seen.shape[0]
-    cell = (nio.X_RANGE[1] - nio.X_RANGE[0]) / n
-    b = np.asarray(obs.boxes, np.float64).reshape(-1, 9)
-    i = np.floor((b[:, 0] - nio.X_RANGE[0]) / cell).astype(np.int64)
-    j = np.floor((b[:, 1] - nio.Y_RANGE[0]) / cell).astype(np.int64)
-    on = (i >= 0) & (i < n) & (j >= 0) & (j < seen.shape[1])
-    keep = np.zeros(len(b), bool)
+    grid = BevGrid()
+    x, y = obs.boxes[:, 0], obs.boxes[:, 1]
+    i, j = grid.cell_index(x, y, stride=grid.shape()[0] // seen.shape[0])
+    on = grid.in_grid(x, y)
+    keep = np.zeros(len(obs.boxes), bool)
     keep[on] = seen[i[on], j[on]]
     return obs.subset(keep)
 
