@@ -46,17 +46,40 @@ def test_stage_table_matches_the_network():
     assert {k: (s.inputs, s.outputs) for k, s in STAGES.items()} == STAGE_IO
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("stage", list(STAGE_IO))
-def test_onnxruntime_and_torch_agree(model, stage):
+def test_onnxruntime_and_torch_agree(model, stage, device):
+    """Also on a CUDA GPU where torch sees one: there the backend must keep TF32 off."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible to torch")
     net, bundle = model
     ort_b = create_backend("onnxruntime", bundle, providers="CPUExecutionProvider")
-    torch_b = create_backend("torch", bundle, model=net)
+    torch_b = create_backend("torch", bundle, model=net, device=device)
     feed = _feed(stage)
     a, b = ort_b.run(stage, feed), torch_b.run(stage, feed)
     assert set(a) == set(b) == set(STAGE_IO[stage][1])
     for k in a:
         assert a[k].shape == b[k].shape and a[k].dtype == np.float32
         assert np.abs(a[k] - b[k]).max() <= 1e-4, k
+
+
+def test_torch_backend_sets_tf32_for_its_own_calls_only(model):
+    """torch's TF32 switches are process-wide: the backend sets them per call and restores them."""
+    net, bundle = model
+    matmul = torch.backends.cuda.matmul
+    before = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    seen = []
+    hook = net.lidar.register_forward_hook(
+        lambda *_: seen.append((matmul.allow_tf32, torch.backends.cudnn.allow_tf32)))
+    try:
+        matmul.allow_tf32 = True
+        create_backend("torch", bundle, model=net).run("lidar", _feed("lidar"))
+        create_backend("torch", bundle, model=net, tf32=True).run("lidar", _feed("lidar"))
+        assert seen == [(False, False), (True, True)]
+        assert matmul.allow_tf32 is True and torch.backends.cudnn.allow_tf32 == before[1]
+    finally:
+        hook.remove()
+        matmul.allow_tf32 = before[0]
 
 
 def test_full_pipeline_of_stages_runs_on_the_shipped_model():

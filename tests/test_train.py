@@ -159,3 +159,70 @@ def test_precise_batchnorm_does_not_change_the_training_trajectory(data, tmp_pat
     for k in wa:
         if "running" not in k and "num_batches" not in k:
             assert torch.equal(wa[k], wb[k]), k
+
+
+def _one_batch(data):
+    b = next(ShardDataset.from_dir(data, "train").batches(4, None))
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+
+
+def test_aux_single_loss_trains_the_camera_even_when_dropout_removed_it(data) -> None:
+    torch.manual_seed(0)
+    from ros_fusion.models.network import FusionNet
+
+    net = FusionNet(SMALL).train()
+    b = _one_batch(data)
+    cam = io.FUSED_MODALITIES.index("camera")
+    b["present_data"] = b["present"].clone()
+    b["present"] = b["present"].clone()
+    b["present"][:, cam] = 0.0  # dropout took the camera from every sample
+    assert b["present_data"][:, cam].all()
+
+    def camera_grad(aux):
+        net.zero_grad()
+        losses = batch_loss(net, b, aux=aux)
+        losses["total"].backward()
+        grad = sum(float(p.grad.abs().sum()) for p in net.camera.parameters() if p.grad is not None)
+        return {k: v.detach() for k, v in losses.items()}, grad
+
+    plain, g_plain = camera_grad(None)
+    with_aux, g_aux = camera_grad({"camera": 0.5})
+    assert g_plain == 0.0 and g_aux > 0.0
+    assert "aux_camera" in with_aux and "aux_camera" not in plain
+    assert float(with_aux["heatmap"]) == pytest.approx(float(plain["heatmap"]), rel=1e-5)
+    assert float(with_aux["total"]) == pytest.approx(float(plain["total"]) + 0.5 * float(with_aux["aux_camera"]),
+                                                     rel=1e-5)
+    # Samples whose data has no camera add no camera loss.
+    b["present_data"][:, cam] = 0.0
+    assert float(batch_loss(net, b, aux={"camera": 0.5})["aux_camera"].detach()) == 0.0
+
+
+def test_aux_names_are_checked_and_resume_refuses_other_aux(data, tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown modalities"):
+        _cfg(data, tmp_path / "x", aux_single=("cam",)).aux()
+    with pytest.raises(ValueError, match="aux_weight"):
+        _cfg(data, tmp_path / "x", aux_single=("camera",), aux_weight=0.0).aux()
+    r = train(_cfg(data, tmp_path / "a", epochs=1, aux_single=("camera",)), log=lambda *_: None)
+    assert "aux_camera" in r["history"][-1]["train"]
+    with pytest.raises(ValueError, match="auxiliary losses"):
+        train(_cfg(data, tmp_path / "a", epochs=2), resume=True, log=lambda *_: None)
+
+
+def test_init_starts_from_the_checkpoint_weights_and_records_it(data, tmp_path) -> None:
+    train(_cfg(data, tmp_path / "src", epochs=1), log=lambda *_: None)
+    src = load_checkpoint(tmp_path / "src" / "last.pt")
+    # lr 0 with no weight decay: the fine-tuned weights must be exactly the source's.
+    cfg = _cfg(data, tmp_path / "ft", epochs=1, init=tmp_path / "src" / "last.pt", weight_decay=0.0,
+               precise_bn_batches=0)
+    cfg.lr = 0.0
+    train(cfg, log=lambda *_: None)
+    ft = load_checkpoint(tmp_path / "ft" / "last.pt")
+    for (k, a), b in zip(src.model.state_dict().items(), ft.model.state_dict().values(), strict=True):
+        if a.is_floating_point() and "running" not in k:
+            assert torch.equal(a, b), k
+    init = ft.provenance["init_from"]
+    assert init["checkpoint"].endswith("last.pt") and len(init["sha256"]) == 64 and init["train_seeds"] == [1]
+    other = NetConfig(feat=8, cam_feat=8, imu_embed=8, gate_hidden=8, head_hidden=8)
+    with pytest.raises(ValueError, match="does not match"):
+        train(TrainConfig(data=data, out=tmp_path / "bad", net=other, init=tmp_path / "src" / "last.pt",
+                          threads=2, device="cpu", progress=False, epochs=1), log=lambda *_: None)

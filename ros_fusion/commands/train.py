@@ -11,6 +11,8 @@ EXAMPLE = """examples:
   ros-fusion train --data data/ --out runs/fusion --epochs 20
   ros-fusion train --data data/ --out runs/fusion --epochs 20 --resume     # continue after Ctrl-C
   ros-fusion train --synthetic 64 --out runs/smoke --max-steps 30           # toy data: proves the loop runs
+  ros-fusion train --data data/ --out runs/ft --init runs/fusion/last.pt --epochs 3 --lr 5e-4 \
+      --aux-single camera --aux-weight 1.0                                  # fine-tune with a camera-only loss
 
 DATA holds train/*.npz and val/*.npz shards (the dataset generator writes them; test seeds
 stay out of both). Checkpoints: OUT/last.pt after every epoch (what --resume reads) and
@@ -50,6 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--precise-bn", type=int, default=300, metavar="N",
                    help="after every epoch, re-estimate BatchNorm statistics over N training batches drawn "
                         "across shards (0: keep the running averages)")
+    p.add_argument("--aux-single", default="", metavar="MODS",
+                   help="comma-separated modalities (camera, lidar, radar) whose features alone also go through "
+                        "the head every step, with their own loss on their own coverage: more signal for a weak "
+                        "encoder than modality dropout gives it (costs one head pass per modality and step)")
+    p.add_argument("--aux-weight", type=float, default=0.5, metavar="W",
+                   help="weight of each --aux-single loss in the total")
+    p.add_argument("--init", type=Path, default=None, metavar="CKPT",
+                   help="start from this checkpoint's weights (fine-tuning; same --feat); optimiser and schedule "
+                        "start fresh, and the source checkpoint goes into the provenance")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimiser steps")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for weights, shuffling and dropout")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -89,11 +100,17 @@ def run(args: argparse.Namespace) -> int:
     for name in ("p_all", "p_no_prev_sweep"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             return fail("train", f"--{name.replace('_', '-')} must be a probability in [0, 1]")
+    aux_single = tuple(m.strip() for m in args.aux_single.split(",") if m.strip())
+    if args.init is not None and not args.init.is_file():
+        return fail("train", f"--init {args.init}: no such checkpoint")
+    if args.init is not None and args.resume and (args.out / "last.pt").is_file():
+        print(f"--resume: continuing {args.out / 'last.pt'}; --init {args.init} only applies to a fresh run")
     cfg = TrainConfig(data=Path(data), out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, p_all=args.p_all,
                       p_no_prev_sweep=args.p_no_prev_sweep,
                       max_steps=args.max_steps, threads=args.threads, device=args.device,
-                      precise_bn_batches=args.precise_bn,
+                      precise_bn_batches=args.precise_bn, aux_single=aux_single, aux_weight=args.aux_weight,
+                      init=args.init,
                       net=NetConfig(feat=args.feat), progress=not args.quiet)
     try:
         result = train(cfg, resume=args.resume)
