@@ -57,6 +57,18 @@ def test_streams_cover_the_rig(node: FusionNode) -> None:
     assert "/sensors/imu" in subscribed
 
 
+def test_sensor_queues_hold_half_a_second_of_each_stream(node: FusionNode) -> None:
+    """A full best-effort queue drops silently: depth 5 was only 50 ms of the 100 Hz IMU."""
+    from ros_fusion.ros.qos import SENSOR_DEPTH, sensor_depth
+
+    assert [sensor_depth(r) for r in (100.0, 50.0, 15.0, 10.0, 1.0, 0.0, float("nan"))] == [50, 25, 8, 5, 5, 5, 5]
+    depth = {sub.topic_name: sub.qos_profile.depth for sub in node._subs}
+    rig = load_rig(default_rig_path())
+    for spec in rig.sensors.values():
+        assert depth[spec.topic] == max(SENSOR_DEPTH, int(np.ceil(spec.rate_hz * 0.5))), spec.topic
+    assert depth["/sensors/imu"] >= 50 and depth["/sensors/lidar_top/points"] == SENSOR_DEPTH
+
+
 def test_raw_topic_gets_raw_image(tmp_path: Path) -> None:
     d = yaml.safe_load(default_rig_path().read_text())
     d["sensors"]["camera_front"]["topic"] = "/sensors/camera_front/image_raw"

@@ -63,7 +63,7 @@ from ..runtime.engine import EngineOutput, EngineSettings, FusionEngine
 from .diagnostics import DIAGNOSTICS_TOPIC, fusion_status, health_to_diagnostic_array
 from .params import PARAM_SPECS, FusionNodeParams, declare_params, read_params, validate_params
 from .pointcloud import DecodedCloud
-from .qos import output_qos, sensor_qos
+from .qos import output_qos, sensor_depth, sensor_qos
 from .ratelimit import RateLimitedLogger
 
 NODE_NAME = "fusion_node"
@@ -302,7 +302,8 @@ class FusionNode(LifecycleNode):
             self.get_logger().warning(f"rig has no LiDAR: bundles are triggered by {reference}")
         for st in streams:
             self._subs.append(
-                self.create_subscription(st.msg_type, st.topic, self._callback(st), sensor_qos())
+                self.create_subscription(st.msg_type, st.topic, self._callback(st),
+                                         sensor_qos(sensor_depth(st.sensor.rate_hz)))
             )
         self._pub_obstacles = self.create_lifecycle_publisher(PointCloud2, "~/obstacles", output_qos())
         self._pub_markers = self.create_lifecycle_publisher(MarkerArray, "~/markers", output_qos())
