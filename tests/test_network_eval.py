@@ -109,6 +109,9 @@ def test_absent_modalities_and_camera_outside_its_view_get_zero_gate(network_rep
     for group in ("day", "night_rain"):
         means = g["mean_inside_coverage"][group]
         assert all(0.0 < means[m] <= 1.0 for m in nio.FUSED_MODALITIES), (group, means)
+    by = g["mean_inside_coverage_by_pattern"]
+    assert set(by) == {p for p, keep in PATTERNS.items() if len(keep) >= 2 and p != "all"}
+    assert by["lidar_missing"]["day"]["lidar"] is None and 0.0 < by["lidar_missing"]["day"]["camera"] < 1.0
     checks = network_report.checks()
     assert checks["camera_gate_zero_outside_coverage"] and checks["absent_modality_gates_zero"]
     assert checks["held_out"]
@@ -135,6 +138,14 @@ def test_gate_statistics_can_fail():
     gates[2, 0, 0] = 0.1
     s.add("lidar_only", "urban", gates, cov, np.array([0.0, 1.0, 0.0], np.float32))
     assert s.absent_max["lidar_only"] == pytest.approx(0.5)  # camera gate where it is absent
+    # Patterns of two or more modalities keep their own gate means; one modality alone is not a choice.
+    assert set(s.pattern_sum) == {"radar_missing"}
+    night = uniform_gates(cov, present)
+    night[0][cov[0] > 0], night[1][cov[0] > 0] = 0.2, 0.8  # the camera trusted less at night
+    s.add("radar_missing", "night_rain", night, cov, present)
+    assert s.mean_inside(["urban"], "radar_missing")["camera"] == pytest.approx(0.5)
+    assert s.mean_inside(["night_rain"], "radar_missing")["camera"] == pytest.approx(0.2)
+    assert s.mean_inside(["night_rain"])["camera"] is None  # the all-sensor sums did not take it
 
 
 def test_perfect_head_outputs_score_ap_one(data, bundle):

@@ -325,6 +325,9 @@ class GateStats:
     camera_outside_max: dict[str, float] = field(default_factory=dict)  # pattern → max camera gate off its FOV
     camera_outside_cells: dict[str, int] = field(default_factory=dict)
     absent_max: dict[str, float] = field(default_factory=dict)  # pattern → max gate of any absent modality
+    #: the same sums for the other patterns with two or more modalities: pattern → scenario → (3,)
+    pattern_sum: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    pattern_cells: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def add(self, pattern: str, scenario: str, gates: np.ndarray, coverage: np.ndarray, present: np.ndarray) -> None:
         g = np.asarray(gates, np.float64)
@@ -338,10 +341,14 @@ class GateStats:
         absent = [i for i in range(len(present)) if present[i] <= 0]
         a = float(np.abs(g[absent]).max()) if absent else 0.0
         self.absent_max[pattern] = max(self.absent_max.get(pattern, 0.0), a)
-        if pattern != "all":
+        if pattern == "all":
+            s = self.inside_sum.setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
+            c = self.inside_cells.setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
+        elif int((np.asarray(present) > 0).sum()) >= 2:  # one modality alone always gets gate 1
+            s = self.pattern_sum.setdefault(pattern, {}).setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
+            c = self.pattern_cells.setdefault(pattern, {}).setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
+        else:
             return
-        s = self.inside_sum.setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
-        c = self.inside_cells.setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
         for i in range(len(nio.FUSED_MODALITIES)):
             if present[i] <= 0:
                 continue
@@ -349,10 +356,15 @@ class GateStats:
             s[i] += float(g[i][inside].sum())
             c[i] += float(inside.sum())
 
-    def mean_inside(self, scenarios: Sequence[str]) -> dict[str, float | None]:
-        """Cell-weighted mean gate of each modality inside its own coverage over `scenarios` ("all" pattern)."""
-        s = sum((self.inside_sum[k] for k in scenarios if k in self.inside_sum), np.zeros(3))
-        c = sum((self.inside_cells[k] for k in scenarios if k in self.inside_cells), np.zeros(3))
+    def mean_inside(self, scenarios: Sequence[str], pattern: str = "all") -> dict[str, float | None]:
+        """Cell-weighted mean gate of each present modality inside its own coverage over `scenarios`.
+
+        None for a modality the pattern leaves out (or no covered cell was seen).
+        """
+        sums = self.inside_sum if pattern == "all" else self.pattern_sum.get(pattern, {})
+        cells = self.inside_cells if pattern == "all" else self.pattern_cells.get(pattern, {})
+        s = sum((sums[k] for k in scenarios if k in sums), np.zeros(3))
+        c = sum((cells[k] for k in scenarios if k in cells), np.zeros(3))
         return {m: (float(s[i] / c[i]) if c[i] > 0 else None) for i, m in enumerate(nio.FUSED_MODALITIES)}
 
 
@@ -386,6 +398,13 @@ class NetworkEvalReport:
                 "day": self.gate_stats.mean_inside([s for s in scen if s in cfg.day_scenarios]),
                 "night_rain": self.gate_stats.mean_inside([s for s in scen if s in cfg.night_scenarios]),
                 "per_scenario": {s: self.gate_stats.mean_inside([s]) for s in scen},
+            },
+            # The same day/night means when a sensor is missing: with LiDAR missing the camera's gate
+            # is shared with the radar alone, so a night drop is not hidden behind the LiDAR's weight.
+            "mean_inside_coverage_by_pattern": {
+                p: {"day": self.gate_stats.mean_inside([s for s in scen if s in cfg.day_scenarios], p),
+                    "night_rain": self.gate_stats.mean_inside([s for s in scen if s in cfg.night_scenarios], p)}
+                for p in self.gate_stats.pattern_sum
             },
             "day_scenarios": [s for s in scen if s in cfg.day_scenarios],
             "night_scenarios": [s for s in scen if s in cfg.night_scenarios],
@@ -435,6 +454,7 @@ class NetworkEvalReport:
                             for p, (r, a) in self.in_coverage.items()},
             "gates_day": g["mean_inside_coverage"]["day"],
             "gates_night_rain": g["mean_inside_coverage"]["night_rain"],
+            "gates_by_pattern": g["mean_inside_coverage_by_pattern"],
             "camera_gate_max_outside_fov": g["camera_outside_coverage_max"],
             "model_sha256": {k: v["sha256"] for k, v in self.model.get("stages", {}).items()},
         }, METRIC_DIGITS))
@@ -654,13 +674,15 @@ def render_report(rep: NetworkEvalReport) -> Any:
     for name in all_.ap:
         c.add_row(name, _fmt(all_.class_ap(name)), str(all_.n_gt.get(name, 0)))
     g = rep.gates()
-    gt_ = Table(title="mean gate weight inside each modality's coverage (all sensors)")
+    gt_ = Table(title="mean gate weight inside each modality's coverage (all sensors, then with one missing)")
     gt_.add_column("scenes")
     for m in nio.FUSED_MODALITIES:
         gt_.add_column(m, justify="right")
     rows = [("day (" + ", ".join(g["day_scenarios"]) + ")", g["mean_inside_coverage"]["day"]),
             ("night_rain", g["mean_inside_coverage"]["night_rain"])]
     rows += [(f"  {s}", v) for s, v in g["mean_inside_coverage"]["per_scenario"].items()]
+    for p, by in g["mean_inside_coverage_by_pattern"].items():
+        rows += [(f"{p}, day", by["day"]), (f"{p}, night_rain", by["night_rain"])]
     for label, vals in rows:
         gt_.add_row(label, *(_fmt(vals[m]) for m in nio.FUSED_MODALITIES))
     checks = rep.checks()
