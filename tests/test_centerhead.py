@@ -121,3 +121,37 @@ def test_shared_cell_keeps_smaller_box() -> None:
     i, j = (int(v) for v in G.cell_index(10.1, 10.1, 2))
     assert t.mask.sum() == 1 and t.regression[REG["log_l"], i, j] == pytest.approx(np.log(0.7))
     assert t.heatmap[2, i, j] == 1 and t.heatmap[3, i, j] == 1
+
+
+def test_barriers_in_a_row_are_all_decoded() -> None:
+    """Barriers 2.4 m apart (adjacent 1.6 m cells): the 3×3 max-pool keeps one of each pair,
+    the circle NMS of the dense classes keeps them all; cars keep the max-pool."""
+    row = np.array([[10.0 + 2.4 * k, -3.0, 0.5, 0.5, 2.0, 1.0, 0.0, 0.0, 0.0] for k in range(5)])
+    barrier = nio.CLASSES.index("barrier")
+    t = encode(row, np.full(len(row), barrier))
+    hm = t.heatmap.copy()
+    # A network's peaks are not all exactly 1: make the row's centres slightly uneven.
+    centres = np.argwhere(t.mask > 0)
+    for k, (i, j) in enumerate(centres):
+        hm[barrier, i, j] = 0.9 + 0.02 * k
+    pooled = decode(hm, t.regression, logits=False, score_threshold=0.85, dense_nms={})
+    dense = decode(hm, t.regression, logits=False, score_threshold=0.85)
+    assert len(pooled) < len(row) == len(dense)
+    np.testing.assert_allclose(np.sort(dense.boxes[:, 0]), row[:, 0], atol=1e-4)
+    assert np.all(np.diff(dense.scores) <= 0)  # still highest score first
+    # The same heatmap as cars goes through the max-pool.
+    car = nio.CLASSES.index("car")
+    as_cars = np.zeros_like(hm)
+    as_cars[car] = hm[barrier]
+    assert len(decode(as_cars, t.regression, logits=False, score_threshold=0.85)) == len(pooled)
+
+
+def test_circle_nms_keeps_the_first_of_close_points() -> None:
+    from ros_fusion.core.centerhead import circle_nms
+
+    x = np.array([0.0, 0.5, 3.0, 3.9, 10.0])
+    y = np.zeros(5)
+    assert circle_nms(x, y, 1.0).tolist() == [0, 2, 4]  # 3.9 is 0.9 m from the kept 3.0
+    assert circle_nms(x, y, 1.0 - 0.6).tolist() == [0, 1, 2, 3, 4]
+    assert circle_nms(x, y, 4.0).tolist() == [0, 4]
+    assert circle_nms(x[:0], y[:0], 1.0).tolist() == []

@@ -12,8 +12,18 @@ score threshold), top-k, regression → boxes. Encode → decode returns the
 boxes exactly (to float precision): the sub-cell offset carries what the cell
 index cannot.
 
-When two boxes fall into the same cell the smaller one (by footprint) keeps the
-regression target: the larger object's Gaussian still peaks around it.
+Classes whose objects stand closer than the 3×3 window (1.6 m cells: 4.8 m) are
+decoded differently (`DENSE_NMS_RADIUS_M`): every cell above the threshold is a
+candidate and a greedy circle NMS on the decoded centres, in metres, replaces the
+max-pool, as CenterPoint does for its small classes. Barriers stand in rows ~2 m
+apart: on the validation drives 47 % of them share a 3×3 window with another
+barrier (pedestrians 5 %, every other class 0 %), and the max-pool hid most of
+each row. Measured with model v5 on validation seeds 40-41 (the radii were chosen
+there, not on test): barrier AP 0.288 → 0.565 with a 2 m circle, pedestrian
+0.851 → 0.884 with 1 m. A 1 m barrier circle scores 0.593 but keeps duplicates
+from the cells beside a centre (their offsets are not trained): at score ≥ 0.5 its
+barrier precision is 0.55 against 0.79 for the max-pool, while 2 m keeps 0.80 and
+raises recall (1 m match) from 0.39 to 0.62.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ REG = {name: i for i, name in enumerate(nio.REG_CHANNELS)}
 MIN_OVERLAP = 0.1  # CenterPoint's nuScenes setting
 MIN_RADIUS = 2  # cells
 LOG_SIZE_FLOOR_M = 0.05  # sizes below this are clamped before the log (a degenerate GT box stays finite)
+#: Class → circle-NMS radius (m) for classes decoded without the 3×3 max-pool (module docstring).
+DENSE_NMS_RADIUS_M: dict[str, float] = {"barrier": 2.0, "pedestrian": 1.0}
 
 
 @dataclass
@@ -127,14 +139,49 @@ def max_pool3(a: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(rows[..., :, :W], rows[..., :, 1:W + 1]), rows[..., :, 2:])
 
 
+def circle_nms(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """Indices kept by greedy NMS on points already sorted by descending score: a point is
+    dropped when a kept one lies within `radius` metres."""
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    close = (x[:, None] - x[None, :]) ** 2 + (y[:, None] - y[None, :]) ** 2 <= radius * radius
+    alive = np.ones(n, bool)
+    for k in range(n):
+        if alive[k]:
+            alive[k + 1:] &= ~close[k, k + 1:]
+    return np.nonzero(alive)[0]
+
+
+def _candidates(scores: np.ndarray, reg: np.ndarray, grid: BevGrid, score_threshold: float, top_k: int,
+                dense: dict[int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class, row, col) of every detection before the final top-k, any order."""
+    peaks = (scores == max_pool3(scores)) & (scores >= score_threshold)
+    if dense:
+        peaks[list(dense)] = False
+    cs, rows, cols = [list(a) for a in np.nonzero(peaks)]
+    for c, radius in dense.items():
+        i, j = np.nonzero(scores[c] >= score_threshold)
+        order = np.argsort(-scores[c, i, j], kind="stable")[:top_k]  # NMS cost bounded by top_k²
+        i, j = i[order], j[order]
+        x, y = grid.cell_to_xy(i + reg[REG["dx"], i, j], j + reg[REG["dy"], i, j], grid.stride)
+        keep = circle_nms(x, y, radius)
+        cs += [c] * len(keep)
+        rows += list(i[keep])
+        cols += list(j[keep])
+    return np.asarray(cs, np.int64), np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+
+
 def decode(heatmap: np.ndarray, regression: np.ndarray, *, stamp_ns: int = 0, frame_id: str = "base_link",
            grid: BevGrid | None = None, score_threshold: float = 0.1, top_k: int = 100, logits: bool = True,
-           gates: np.ndarray | None = None) -> Obstacles:
+           gates: np.ndarray | None = None, dense_nms: dict[str, float] | None = None) -> Obstacles:
     """Head outputs of one sample → Obstacles (boxes in base_link at T), highest score first.
 
     `heatmap` (C, H, W) logits (or probabilities with logits=False), `regression`
     (R, H, W). `gates` (3, H, W), when given, become each detection's
-    [w_camera w_lidar w_radar] attribution, read at its peak cell.
+    [w_camera w_lidar w_radar] attribution, read at its peak cell. `dense_nms`
+    {class name: radius m} (default `DENSE_NMS_RADIUS_M`; {} for max-pool only): those
+    classes are decoded with circle NMS instead of the 3×3 max-pool.
     """
     grid = grid or BevGrid()
     hm = np.asarray(heatmap, np.float32)
@@ -144,10 +191,12 @@ def decode(heatmap: np.ndarray, regression: np.ndarray, *, stamp_ns: int = 0, fr
                          f"got {hm.shape} and {reg.shape}")
     scores = sigmoid(hm) if logits else hm
     scores = np.nan_to_num(scores, nan=0.0)
-    peaks = (scores == max_pool3(scores)) & (scores >= score_threshold)
-    c, i, j = np.nonzero(peaks)
+    radii = DENSE_NMS_RADIUS_M if dense_nms is None else dense_nms
+    names = list(nio.CLASSES) if hm.shape[0] == len(nio.CLASSES) else []
+    dense = {names.index(k): float(r) for k, r in radii.items() if k in names and r > 0}
+    c, i, j = _candidates(scores, reg, grid, score_threshold, top_k, dense)
     s = scores[c, i, j]
-    order = np.argsort(-s, kind="stable")[:top_k]
+    order = np.lexsort((j, i, c, -s))[:top_k]  # by score; ties in (class, row, col) order as before
     c, i, j, s = c[order], i[order], j[order], s[order]
     r = reg[:, i, j].astype(np.float64)
     x, y = grid.cell_to_xy(i + r[REG["dx"]], j + r[REG["dy"]], grid.stride)
