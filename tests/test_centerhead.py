@@ -155,3 +155,18 @@ def test_circle_nms_keeps_the_first_of_close_points() -> None:
     assert circle_nms(x, y, 1.0 - 0.6).tolist() == [0, 1, 2, 3, 4]
     assert circle_nms(x, y, 4.0).tolist() == [0, 4]
     assert circle_nms(x[:0], y[:0], 1.0).tolist() == []
+
+
+def test_a_lone_barrier_decodes_once_even_at_a_low_threshold() -> None:
+    """The Gaussian shoulder around a dense-class centre is not a second box."""
+    import ros_fusion.core.centerhead as ch
+
+    box = np.array([[7.3, 2.1, 0.5, 0.5, 2.0, 1.0, 0.4, 0.0, 0.0]])
+    t = encode(box, np.array([nio.CLASSES.index("barrier")]))
+    assert len(decode(t.heatmap, t.regression, logits=False, score_threshold=0.05)) == 1
+    saved = ch.DENSE_PEAK_RATIO
+    try:
+        ch.DENSE_PEAK_RATIO = 0.0  # without the ratio the shoulder 2 cells out (0.055) would be a box
+        assert len(decode(t.heatmap, t.regression, logits=False, score_threshold=0.05)) > 1
+    finally:
+        ch.DENSE_PEAK_RATIO = saved

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..core import network_io as nio
 from ..core.bev import BevGrid
-from ..core.centerhead import decode
+from ..core.centerhead import DENSE_NMS_RADIUS_M, DENSE_PEAK_RATIO, decode
 from ..core.preprocess import MODALITY_INDEX, drop_modalities
 from ..core.types import Obstacles
 from ..runtime.model_bundle import ModelBundle, sha256_file
@@ -111,9 +111,16 @@ class NetworkEvalConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["patterns"] = {p: list(PATTERNS[p]) for p in self.patterns}
+        d["decoder"] = decoder_description()
         d["metrics"] = {k: (list(map(list, v)) if k == "range_bands" else list(v) if isinstance(v, tuple) else v)
                         for k, v in asdict(self.metrics).items()}
         return _clean(d)
+
+
+def decoder_description() -> dict[str, Any]:
+    """How head outputs became boxes for these numbers (peak rule per class), for the record."""
+    return {"peaks": "3x3 max-pool", "circle_nms_m": dict(DENSE_NMS_RADIUS_M),
+            "circle_nms_min_peak_ratio": DENSE_PEAK_RATIO}
 
 
 # ----------------------------------------------------------------------------- data
@@ -456,6 +463,7 @@ class NetworkEvalReport:
             "gates_night_rain": g["mean_inside_coverage"]["night_rain"],
             "gates_by_pattern": g["mean_inside_coverage_by_pattern"],
             "camera_gate_max_outside_fov": g["camera_outside_coverage_max"],
+            "decoder": decoder_description(),
             "model_sha256": {k: v["sha256"] for k, v in self.model.get("stages", {}).items()},
         }, METRIC_DIGITS))
         return out
