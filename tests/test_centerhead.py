@@ -170,3 +170,19 @@ def test_a_lone_barrier_decodes_once_even_at_a_low_threshold() -> None:
         assert len(decode(t.heatmap, t.regression, logits=False, score_threshold=0.05)) > 1
     finally:
         ch.DENSE_PEAK_RATIO = saved
+
+
+def test_nonfinite_head_outputs_never_become_boxes() -> None:
+    """NaN scores count as 0 and NaN offsets drop the box, on the max-pool and the circle-NMS path alike."""
+    hm = np.full((len(nio.CLASSES), 64, 64), -10.0, np.float32)
+    reg = np.zeros((len(nio.REG_CHANNELS), 64, 64), np.float32)
+    reg[REG["cos_yaw"]] = 1.0
+    for name, cells in (("car", [(5, 5), (40, 40)]), ("barrier", [(10, 10), (10, 30)])):
+        for i, j in cells:
+            hm[nio.CLASSES.index(name), i, j] = 3.0
+    hm[0, 20, 20] = np.nan
+    reg[REG["dx"], 40, 40] = np.nan  # a car
+    reg[REG["dy"], 10, 30] = np.inf  # a barrier
+    det = decode(hm, reg, score_threshold=0.3)
+    assert np.isfinite(det.boxes).all() and np.isfinite(det.scores).all()
+    assert sorted(det.labels.tolist()) == [0, nio.CLASSES.index("barrier")]

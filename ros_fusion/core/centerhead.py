@@ -174,6 +174,8 @@ def _candidates(scores: np.ndarray, reg: np.ndarray, grid: BevGrid, score_thresh
         order = np.argsort(-scores[c, i, j], kind="stable")[:top_k]  # NMS cost bounded by top_k²
         i, j = i[order], j[order]
         x, y = grid.cell_to_xy(i + reg[REG["dx"], i, j], j + reg[REG["dy"], i, j], grid.stride)
+        finite = np.isfinite(x) & np.isfinite(y)  # a box without a centre is dropped later anyway
+        i, j, x, y = i[finite], j[finite], x[finite], y[finite]
         keep = circle_nms(x, y, radius)
         cs += [c] * len(keep)
         rows += list(i[keep])
