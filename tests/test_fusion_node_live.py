@@ -238,7 +238,10 @@ def test_live_rates_rejects_and_obstacles(observer, tmp_path: Path) -> None:
     stamps = np.array([stamp_to_ns(m.header.stamp) for m in msgs[-15:]], dtype=np.int64)
     stamp_rate = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9)
     assert stamp_rate == pytest.approx(10.0, rel=0.2)
-    times = np.array([t for t, _ in obstacle_arrivals[-15:]])
+    # Arrival rate over everything after start-up (≥ 2.5 s): over 1.4 s, one catch-up burst of a worker that
+    # stalled on a loaded machine read as 13 Hz (CI, once) though nothing was lost or duplicated.
+    times = np.array([t for t, _ in obstacle_arrivals[10:]])
+    assert times[-1] - times[0] >= 2.5, len(obstacle_arrivals)
     assert (len(times) - 1) / (times[-1] - times[0]) == pytest.approx(10.0, rel=0.2)
 
     # ~/markers: a DELETEALL first (then one box/label/arrow set per obstacle), stamped like the obstacles.
