@@ -33,6 +33,7 @@ from ros_fusion.eval.network_eval import (
     NetworkDetector,
     NetworkEvalConfig,
     TargetDetector,
+    check_held_out,
     inside_coverage,
     iter_frames,
     model_seen_seeds,
@@ -260,6 +261,21 @@ def test_split_seen_in_training_is_refused(data, test_seed, tmp_path, capsys):
     assert "not be held-out" in capsys.readouterr().err
     rep = run_network_eval(data, b, NetworkEvalConfig(max_frames=1, allow_seen_seeds=True), backend_options=ORT)
     assert rep.checks()["held_out"] is False and rep.data["seen_seeds_overlap"] == [test_seed]
+
+
+def test_seeds_seen_by_the_weights_a_model_was_fine_tuned_from_count_as_seen(bundle, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(MODELS, model)
+    raw = yaml.safe_load((model / "manifest.yaml").read_text())
+    raw["training"] = {"train": {"seeds": [1, 2]}, "val": {"seeds": [40]},
+                       "init_from": {"train_seeds": [2, 7], "val_seeds": [41], "sha256": "x"}}
+    (model / "manifest.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    assert model_seen_seeds(load_bundle(model)) == {"train": [1, 2, 7], "val": [40, 41]}
+    with pytest.raises(HeldOutError, match="7"):
+        check_held_out("test", [7, 900], model_seen_seeds(load_bundle(model)))
+    raw["training"] = {"train": {"seeds": 5}, "init_from": {"train_seeds": "7"}}  # malformed: ignored, no crash
+    (model / "manifest.yaml").write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    assert model_seen_seeds(load_bundle(model)) == {}
 
 
 def test_bad_data_is_refused_with_a_clear_message(data, tmp_path, capsys):

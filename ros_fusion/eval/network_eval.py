@@ -190,11 +190,14 @@ def model_seen_seeds(bundle: ModelBundle) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     if not isinstance(training, dict):
         return out
+    init = training.get("init_from")  # fine-tuned: the starting weights saw their own seeds
     for part in ("train", "val"):
         block = training.get(part)
-        seeds = block.get("seeds") if isinstance(block, dict) else None
-        if isinstance(seeds, list):
-            out[part] = sorted({int(s) for s in seeds if isinstance(s, int) and not isinstance(s, bool)})
+        found = [block.get("seeds") if isinstance(block, dict) else None,
+                 init.get(f"{part}_seeds") if isinstance(init, dict) else None]
+        lists = [x for x in found if isinstance(x, list)]
+        if lists:
+            out[part] = sorted({int(s) for x in lists for s in x if isinstance(s, int) and not isinstance(s, bool)})
     return out
 
 

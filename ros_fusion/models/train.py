@@ -441,8 +441,13 @@ def _init_weights(net: FusionNet, path: Path) -> dict[str, Any]:
         raise ValueError(f"--init {path}: network {src.model.cfg.to_dict()} does not match {net.cfg.to_dict()}")
     net.load_state_dict(src.model.state_dict())
     prov = src.provenance
+    earlier = prov.get("init_from", {})  # a chain of fine-tunes: the first weights saw those seeds too
+
+    def seen(part: str) -> list[int]:
+        return sorted({int(s) for s in [*prov.get(part, {}).get("seeds", []), *earlier.get(f"{part}_seeds", [])]})
+
     return {"checkpoint": str(path), "sha256": sha256_file(Path(path)), "epoch": src.epoch, "step": src.step,
-            "train_seeds": prov.get("train", {}).get("seeds", []), "val_seeds": prov.get("val", {}).get("seeds", [])}
+            "train_seeds": seen("train"), "val_seeds": seen("val")}
 
 
 def _progress(enabled: bool) -> Any:
