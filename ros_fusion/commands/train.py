@@ -11,8 +11,8 @@ EXAMPLE = """examples:
   ros-fusion train --data data/ --out runs/fusion --epochs 20
   ros-fusion train --data data/ --out runs/fusion --epochs 20 --resume     # continue after Ctrl-C
   ros-fusion train --synthetic 64 --out runs/smoke --max-steps 30           # toy data: proves the loop runs
-  ros-fusion train --data data/ --out runs/ft --init runs/fusion/last.pt --epochs 3 --lr 5e-4 \
-      --aux-single camera --aux-weight 1.0                                  # fine-tune with a camera-only loss
+  ros-fusion train --data data/ --out runs/ft --init runs/fusion/last.pt --epochs 3 --lr 5e-4 --aux-single camera
+      # fine-tune with an extra camera-only loss
 
 DATA holds train/*.npz and val/*.npz shards (the dataset generator writes them; test seeds
 stay out of both). Checkpoints: OUT/last.pt after every epoch (what --resume reads) and
@@ -52,10 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--precise-bn", type=int, default=300, metavar="N",
                    help="after every epoch, re-estimate BatchNorm statistics over N training batches drawn "
                         "across shards (0: keep the running averages)")
-    p.add_argument("--aux-single", default="", metavar="MODS",
+    p.add_argument("--aux-single", default=None, metavar="MODS",
                    help="comma-separated modalities (camera, lidar, radar) whose features alone also go through "
                         "the head every step, with their own loss on their own coverage: more signal for a weak "
-                        "encoder than modality dropout gives it (costs one head pass per modality and step)")
+                        "encoder than modality dropout gives it (costs one head pass per modality and step; "
+                        "default: none)")
     p.add_argument("--aux-weight", type=float, default=0.5, metavar="W",
                    help="weight of each --aux-single loss in the total")
     p.add_argument("--init", type=Path, default=None, metavar="CKPT",
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("p_all", "p_no_prev_sweep"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             return fail("train", f"--{name.replace('_', '-')} must be a probability in [0, 1]")
-    aux_single = tuple(m.strip() for m in args.aux_single.split(",") if m.strip())
+    aux_single = tuple(m.strip() for m in (args.aux_single or "").split(",") if m.strip())
     if args.init is not None and not args.init.is_file():
         return fail("train", f"--init {args.init}: no such checkpoint")
     if args.init is not None and args.resume and (args.out / "last.pt").is_file():
