@@ -164,13 +164,13 @@ def circle_nms(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
 def _candidates(scores: np.ndarray, reg: np.ndarray, grid: BevGrid, score_threshold: float, top_k: int,
                 dense: dict[int, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(class, row, col) of every detection before the final top-k, any order."""
-    peaks = (scores == max_pool3(scores)) & (scores >= score_threshold)
+    pooled = max_pool3(scores)
+    peaks = (scores == pooled) & (scores >= score_threshold)
     if dense:
         peaks[list(dense)] = False
     cs, rows, cols = [list(a) for a in np.nonzero(peaks)]
-    pooled = max_pool3(scores[list(dense)]) if dense else scores[:0]
-    for k, (c, radius) in enumerate(dense.items()):
-        i, j = np.nonzero((scores[c] >= score_threshold) & (scores[c] >= DENSE_PEAK_RATIO * pooled[k]))
+    for c, radius in dense.items():
+        i, j = np.nonzero((scores[c] >= score_threshold) & (scores[c] >= DENSE_PEAK_RATIO * pooled[c]))
         order = np.argsort(-scores[c, i, j], kind="stable")[:top_k]  # NMS cost bounded by top_k²
         i, j = i[order], j[order]
         x, y = grid.cell_to_xy(i + reg[REG["dx"], i, j], j + reg[REG["dy"], i, j], grid.stride)

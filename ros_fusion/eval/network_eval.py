@@ -330,14 +330,23 @@ class TargetDetector:
 class GateStats:
     """Running sums for the gate checks (float64 sums, cell-weighted means)."""
 
-    inside_sum: dict[str, np.ndarray] = field(default_factory=dict)  # scenario → (3,) Σ gate inside own coverage
-    inside_cells: dict[str, np.ndarray] = field(default_factory=dict)  # scenario → (3,) covered cells counted
+    #: pattern → scenario → (3,) Σ gate inside each modality's own coverage, and the covered cells counted;
+    #: "all" and every pattern of two or more modalities (one modality alone always gets gate 1)
+    sums: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    cells: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     camera_outside_max: dict[str, float] = field(default_factory=dict)  # pattern → max camera gate off its FOV
     camera_outside_cells: dict[str, int] = field(default_factory=dict)
     absent_max: dict[str, float] = field(default_factory=dict)  # pattern → max gate of any absent modality
-    #: the same sums for the other patterns with two or more modalities: pattern → scenario → (3,)
-    pattern_sum: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    pattern_cells: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def inside_sum(self) -> dict[str, np.ndarray]:
+        """scenario → (3,) sums of the all-sensor pattern."""
+        return self.sums.get("all", {})
+
+    @property
+    def pattern_sum(self) -> dict[str, dict[str, np.ndarray]]:
+        """The sums of the patterns other than "all"."""
+        return {p: v for p, v in self.sums.items() if p != "all"}
 
     def add(self, pattern: str, scenario: str, gates: np.ndarray, coverage: np.ndarray, present: np.ndarray) -> None:
         g = np.asarray(gates, np.float64)
@@ -351,14 +360,10 @@ class GateStats:
         absent = [i for i in range(len(present)) if present[i] <= 0]
         a = float(np.abs(g[absent]).max()) if absent else 0.0
         self.absent_max[pattern] = max(self.absent_max.get(pattern, 0.0), a)
-        if pattern == "all":
-            s = self.inside_sum.setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
-            c = self.inside_cells.setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
-        elif int((np.asarray(present) > 0).sum()) >= 2:  # one modality alone always gets gate 1
-            s = self.pattern_sum.setdefault(pattern, {}).setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
-            c = self.pattern_cells.setdefault(pattern, {}).setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
-        else:
+        if pattern != "all" and int((np.asarray(present) > 0).sum()) < 2:
             return
+        s = self.sums.setdefault(pattern, {}).setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
+        c = self.cells.setdefault(pattern, {}).setdefault(scenario, np.zeros(len(nio.FUSED_MODALITIES)))
         for i in range(len(nio.FUSED_MODALITIES)):
             if present[i] <= 0:
                 continue
@@ -371,8 +376,7 @@ class GateStats:
 
         None for a modality the pattern leaves out (or no covered cell was seen).
         """
-        sums = self.inside_sum if pattern == "all" else self.pattern_sum.get(pattern, {})
-        cells = self.inside_cells if pattern == "all" else self.pattern_cells.get(pattern, {})
+        sums, cells = self.sums.get(pattern, {}), self.cells.get(pattern, {})
         s = sum((sums[k] for k in scenarios if k in sums), np.zeros(3))
         c = sum((cells[k] for k in scenarios if k in cells), np.zeros(3))
         return {m: (float(s[i] / c[i]) if c[i] > 0 else None) for i, m in enumerate(nio.FUSED_MODALITIES)}

@@ -505,10 +505,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
         state = torch.load(last, map_location=device, weights_only=True)
         if state.get("net_config") != cfg.net.to_dict():
             raise ValueError(f"{last} was trained with network {state.get('net_config')}, not {cfg.net.to_dict()}")
-        saved_loss = state.get("train_config", {}).get("loss")
+        saved = state.get("train_config", {})
+        saved_loss = saved.get("loss")
         if saved_loss is not None and json.dumps(saved_loss) != json.dumps(asdict(cfg.loss)):
             raise ValueError(f"{last} was trained with loss weights {saved_loss}, not {asdict(cfg.loss)}")
-        saved = state.get("train_config", {})
         saved_aux = {m: saved.get("aux_weight", 0.0) for m in saved.get("aux_single", [])}
         if saved_aux != aux:
             raise ValueError(f"{last} was trained with auxiliary losses {saved_aux or 'none'}, not {aux or 'none'}")

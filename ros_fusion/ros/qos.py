@@ -10,6 +10,8 @@ recorders do not lose detections. `/rig` is published once and latched
 
 from __future__ import annotations
 
+import math
+
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 SENSOR_DEPTH = 5
@@ -39,7 +41,7 @@ def sensor_depth(rate_hz: float, seconds: float = SENSOR_QUEUE_S) -> int:
     """
     if not rate_hz > 0:
         return SENSOR_DEPTH
-    return max(SENSOR_DEPTH, int(-(-rate_hz * seconds // 1)))
+    return max(SENSOR_DEPTH, math.ceil(rate_hz * seconds))
 
 
 def output_qos(depth: int = OUTPUT_DEPTH) -> QoSProfile:
