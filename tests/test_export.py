@@ -24,6 +24,7 @@ SMALL = NetConfig(feat=16, cam_feat=8, imu_embed=8, gate_hidden=8, head_hidden=8
 def exported(tmp_path_factory):
     torch.manual_seed(3)
     net = FusionNet(SMALL).eval()
+    torch.nn.init.normal_(net.fusion.gate_ctx.weight, std=0.5)  # starts at 0: export a context that acts
     out = tmp_path_factory.mktemp("model")
     stages = export_all(net, out)
     write_manifest(out, stages, cfg=SMALL, parameters=1, status="test", training={"seeds": [1]}, metrics={})

@@ -8,7 +8,13 @@ torch = pytest.importorskip("torch")
 
 from ros_fusion.core import network_io as io  # noqa: E402
 from ros_fusion.models.export import sample_inputs  # noqa: E402
-from ros_fusion.models.network import FusionNet, NetConfig, masked_softmax, parameter_count  # noqa: E402
+from ros_fusion.models.network import (  # noqa: E402
+    FusionNet,
+    GatedFusion,
+    NetConfig,
+    masked_softmax,
+    parameter_count,
+)
 
 CAM, LIDAR, RADAR = (io.FUSED_MODALITIES.index(m) for m in ("camera", "lidar", "radar"))
 
@@ -16,7 +22,9 @@ CAM, LIDAR, RADAR = (io.FUSED_MODALITIES.index(m) for m in ("camera", "lidar", "
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    return FusionNet(NetConfig(feat=16, cam_feat=8, imu_embed=8, gate_hidden=8, head_hidden=8)).eval()
+    n = FusionNet(NetConfig(feat=16, cam_feat=8, imu_embed=8, gate_hidden=8, head_hidden=8)).eval()
+    torch.nn.init.normal_(n.fusion.gate_ctx.weight, std=0.5)  # starts at 0: make the masking tests see it
+    return n
 
 
 def _inputs(batch=2, cams=1, seed=0):
@@ -119,3 +127,65 @@ def test_gradients_reach_every_parameter():
 def test_default_size_is_small():
     n = parameter_count(FusionNet())
     assert 1e5 < n < 3e6
+
+
+# --- gate context: the scene-wide view of each modality ------------------------------------------------
+
+
+def _small(context: int) -> FusionNet:
+    torch.manual_seed(3)
+    return FusionNet(NetConfig(feat=16, cam_feat=8, imu_embed=8, gate_hidden=8, head_hidden=8,
+                               gate_context=context)).eval()
+
+
+def test_gate_context_starts_at_zero_so_older_weights_compute_the_same():
+    old, new = _small(0), _small(1)
+    result = new.load_state_dict(old.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == ["fusion.gate_ctx.bias", "fusion.gate_ctx.weight"]
+    x = _inputs(batch=2, seed=4)
+    with torch.no_grad():
+        a, b = old(x), new(x)
+    for k in ("heatmap", "regression", "gates"):
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_gate_context_lets_a_far_cell_change_the_gate(net):
+    """A local gate (1×1 then 3×3 convs) cannot see 40 cells away; the context can."""
+    x = _inputs(batch=1, seed=5)
+    x["present"] = torch.ones(1, 3)
+    x["coverage"] = torch.ones(1, 3, io.FEAT, io.FEAT)
+    with torch.no_grad():
+        feats = net.encode(x)
+        far = dict(feats)
+        cam = feats["camera_feat"].clone()
+        cam[:, :, 50:, 50:] += 3.0  # the camera's features change only in one far corner
+        far["camera_feat"] = cam
+        g0 = net.fuse_and_detect(feats, x["coverage"], x["present"])["gates"]
+        g1 = net.fuse_and_detect(far, x["coverage"], x["present"])["gates"]
+        local = _small(0)
+        l0 = local.fuse_and_detect(feats, x["coverage"], x["present"])["gates"]
+        l1 = local.fuse_and_detect(far, x["coverage"], x["present"])["gates"]
+    assert (g0[..., :10, :10] - g1[..., :10, :10]).abs().max() > 1e-4
+    assert torch.equal(l0[..., :10, :10], l1[..., :10, :10])
+
+
+def test_gate_context_is_the_mean_over_covered_cells_and_zero_when_absent():
+    f = torch.zeros(1, 2, 4, 4)
+    f[0, 0, :2] = 2.0  # covered rows
+    f[0, 0, 2:] = 100.0  # outside coverage: must not count
+    avail = torch.zeros(1, 2, 4, 4)
+    avail[0, 0, :2] = 1.0
+    ctx = GatedFusion.context([f, torch.full((1, 2, 4, 4), 7.0)], avail)
+    assert ctx.shape == (1, 4)
+    torch.testing.assert_close(ctx, torch.tensor([[2.0, 0.0, 0.0, 0.0]]))
+
+
+def test_freeze_keeps_parts_in_eval_mode_and_checks_names():
+    n = _small(1)
+    n.freeze(["camera", "head"])
+    n.train()
+    assert not n.camera.training and not n.head.training and n.fusion.training and n.lidar.training
+    assert not any(p.requires_grad for p in n.camera.parameters())
+    assert all(p.requires_grad for p in n.fusion.parameters())
+    with pytest.raises(ValueError, match="unknown network parts"):
+        n.freeze(["neck"])

@@ -37,7 +37,8 @@ def data(tmp_path_factory):
 
 
 def _cfg(data, out, **kw):
-    return TrainConfig(data=data, out=out, net=SMALL, batch_size=4, lr=5e-3, threads=2, device="cpu",
+    kw.setdefault("net", SMALL)
+    return TrainConfig(data=data, out=out, batch_size=4, lr=5e-3, threads=2, device="cpu",
                        progress=False, **kw)
 
 
@@ -226,3 +227,40 @@ def test_init_starts_from_the_checkpoint_weights_and_records_it(data, tmp_path) 
     with pytest.raises(ValueError, match="does not match"):
         train(TrainConfig(data=data, out=tmp_path / "bad", net=other, init=tmp_path / "src" / "last.pt",
                           threads=2, device="cpu", progress=False, epochs=1), log=lambda *_: None)
+
+
+def test_train_only_fusion_leaves_every_other_part_and_its_batchnorm_untouched(data, tmp_path) -> None:
+    train(_cfg(data, tmp_path / "src", epochs=1, net=NetConfig(**{**SMALL.to_dict(), "gate_context": 0})),
+          log=lambda *_: None)
+    src = load_checkpoint(tmp_path / "src" / "last.pt")
+    assert src.model.cfg.gate_context == 0
+    r = train(_cfg(data, tmp_path / "ft", epochs=1, init=tmp_path / "src" / "last.pt", train_only=("fusion",),
+                   precise_bn_batches=2), log=lambda *_: None)
+    ft = load_checkpoint(tmp_path / "ft" / "last.pt")
+    assert ft.model.cfg.gate_context == 1
+    old = src.model.state_dict()
+    changed = {k for k, v in ft.model.state_dict().items() if k not in old or not torch.equal(v, old[k])}
+    assert changed and all(k.startswith("fusion.") for k in changed), sorted(changed)  # BN buffers included
+    assert any(k.startswith("fusion.gate_ctx.") for k in changed)
+    assert r["provenance"]["init_from"]["added"].startswith("fusion.gate_ctx")
+    # the other way round (dropping a trained context) and freezing without --init are refused
+    with pytest.raises(ValueError, match="does not match"):
+        train(_cfg(data, tmp_path / "back", epochs=1, init=tmp_path / "ft" / "last.pt",
+                   net=NetConfig(**{**SMALL.to_dict(), "gate_context": 0})), log=lambda *_: None)
+    with pytest.raises(ValueError, match="needs --init"):
+        train(_cfg(data, tmp_path / "noinit", epochs=1, train_only=("fusion",)), log=lambda *_: None)
+    with pytest.raises(ValueError, match="unknown network parts"):
+        _cfg(data, tmp_path / "x", train_only=("neck",)).frozen_parts()
+    with pytest.raises(ValueError, match="train_only"):
+        train(_cfg(data, tmp_path / "ft", epochs=2, init=tmp_path / "src" / "last.pt"), resume=True,
+              log=lambda *_: None)
+
+
+def test_checkpoints_from_before_gate_context_load_as_the_local_gate(data, tmp_path) -> None:
+    train(_cfg(data, tmp_path / "a", epochs=1, net=NetConfig(**{**SMALL.to_dict(), "gate_context": 0})),
+          log=lambda *_: None)
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    del state["net_config"]["gate_context"]  # as written before the field existed
+    torch.save(state, tmp_path / "a" / "old.pt")
+    ck = load_checkpoint(tmp_path / "a" / "old.pt")
+    assert ck.model.cfg.gate_context == 0 and ck.model.fusion.gate_ctx is None

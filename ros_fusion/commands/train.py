@@ -13,6 +13,8 @@ EXAMPLE = """examples:
   ros-fusion train --synthetic 64 --out runs/smoke --max-steps 30           # toy data: proves the loop runs
   ros-fusion train --data data/ --out runs/ft --init runs/fusion/last.pt --epochs 3 --lr 5e-4 --aux-single camera
       # fine-tune with an extra camera-only loss
+  ros-fusion train --data data/ --out runs/gate --init runs/fusion/last.pt --train-only fusion --epochs 3 --lr 1e-3
+      # retrain only the gated fusion (adds the gate's scene-wide context to an older checkpoint)
 
 DATA holds train/*.npz and val/*.npz shards (the dataset generator writes them; test seeds
 stay out of both). Checkpoints: OUT/last.pt after every epoch (what --resume reads) and
@@ -62,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, default=None, metavar="CKPT",
                    help="start from this checkpoint's weights (fine-tuning; same --feat); optimiser and schedule "
                         "start fresh, and the source checkpoint goes into the provenance")
+    p.add_argument("--train-only", default=None, metavar="PARTS",
+                   help="comma-separated network parts to train (camera, lidar, radar, imu, fusion, head); the "
+                        "others keep the --init weights and BatchNorm statistics (default: train everything)")
+    p.add_argument("--no-gate-context", action="store_true",
+                   help="the purely local gate of models before v8: gates see each cell's features only, not each "
+                        "modality's mean feature over its coverage")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimiser steps")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for weights, shuffling and dropout")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -102,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 <= getattr(args, name) <= 1.0:
             return fail("train", f"--{name.replace('_', '-')} must be a probability in [0, 1]")
     aux_single = tuple(m.strip() for m in (args.aux_single or "").split(",") if m.strip())
+    train_only = tuple(m.strip() for m in (args.train_only or "").split(",") if m.strip())
+    if train_only and args.init is None:
+        return fail("train", "--train-only needs --init CKPT: the parts not trained keep that checkpoint's weights")
     if args.init is not None and not args.init.is_file():
         return fail("train", f"--init {args.init}: no such checkpoint")
     if args.init is not None and args.resume and (args.out / "last.pt").is_file():
@@ -111,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
                       p_no_prev_sweep=args.p_no_prev_sweep,
                       max_steps=args.max_steps, threads=args.threads, device=args.device,
                       precise_bn_batches=args.precise_bn, aux_single=aux_single, aux_weight=args.aux_weight,
-                      init=args.init,
-                      net=NetConfig(feat=args.feat), progress=not args.quiet)
+                      init=args.init, train_only=train_only,
+                      net=NetConfig(feat=args.feat, gate_context=0 if args.no_gate_context else 1),
+                      progress=not args.quiet)
     try:
         result = train(cfg, resume=args.resume)
     except (DataError, ValueError, RuntimeError) as e:

@@ -22,10 +22,16 @@ Why the pieces look as they do:
   sees them, so a runtime may feed zeros instead of running a missing encoder.
 - One head on the fused features: with `present` holding a single modality the
   same weights give that modality's own detections (late fusion, DESIGN §8).
+- The gate net sees each cell's features (local) and, with `gate_context`, each present
+  modality's mean feature over its own coverage (scene-wide). Whether a camera is worth
+  trusting at night is a property of the whole image, not of one BEV cell: v5's purely
+  local gate kept the camera at 0.63 with the LiDAR missing on night drives, where
+  camera + radar scored *below* radar alone (issue #4 note).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -44,6 +50,7 @@ class NetConfig:
     imu_embed: int = 32  # IMU embedding size
     gate_hidden: int = 32
     head_hidden: int = 32
+    gate_context: int = 1  # 1: gates also see each modality's mean feature over its coverage
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -177,6 +184,10 @@ class GatedFusion(nn.Module):
 
     Gate logits come from all (present) features, the coverage masks of present
     modalities and the IMU embedding (added as a per-sample bias of the first layer).
+    With `cfg.gate_context` a second per-sample bias comes from each present modality's
+    mean feature over the cells it covers (`context`): a scene-wide view, so the gate
+    can tell a dark, rain-streaked camera from a good one (see the module docstring).
+    That layer starts at zero, so a network without it loads unchanged (`--init`).
     """
 
     def __init__(self, cfg: NetConfig, modalities: int = len(io.FUSED_MODALITIES)) -> None:
@@ -186,6 +197,20 @@ class GatedFusion(nn.Module):
         self.gate_in = nn.Conv2d(modalities * f + modalities, cfg.gate_hidden, 1)
         self.gate_imu = nn.Linear(cfg.imu_embed, cfg.gate_hidden)
         self.gate_out = nn.Conv2d(cfg.gate_hidden, modalities, 3, padding=1)
+        self.gate_ctx: nn.Linear | None = None
+        if cfg.gate_context:
+            self.gate_ctx = nn.Linear(modalities * f, cfg.gate_hidden)
+            nn.init.zeros_(self.gate_ctx.weight)
+            nn.init.zeros_(self.gate_ctx.bias)
+
+    @staticmethod
+    def context(xs: list[torch.Tensor], avail: torch.Tensor) -> torch.Tensor:
+        """B×(M·F): each modality's mean feature over the cells it covers (0 when absent)."""
+        pooled = []
+        for m, x in enumerate(xs):
+            w = avail[:, m : m + 1]  # B×1×H×W
+            pooled.append((x * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp(min=1.0))
+        return torch.cat(pooled, dim=1)
 
     def forward(
         self, feats: list[torch.Tensor], imu_emb: torch.Tensor, coverage: torch.Tensor, present: torch.Tensor
@@ -193,6 +218,8 @@ class GatedFusion(nn.Module):
         avail = coverage * present[:, :, None, None]  # B×M×H×W, 1 = present and covering the cell
         xs = [x * present[:, m, None, None, None] for m, x in enumerate(feats)]
         hidden = self.gate_in(torch.cat([*xs, avail], dim=1)) + self.gate_imu(imu_emb)[:, :, None, None]
+        if self.gate_ctx is not None:
+            hidden = hidden + self.gate_ctx(self.context(xs, avail))[:, :, None, None]
         logits = self.gate_out(F.relu(hidden))
         gates = masked_softmax(logits, avail > 0.5)
         fused = sum(gates[:, m : m + 1] * torch.tanh(p(x)) for m, (p, x) in enumerate(zip(self.proj, xs, strict=True)))
@@ -242,6 +269,29 @@ class FusionNet(nn.Module):
         self.imu = ImuEncoder(self.cfg)
         self.fusion = GatedFusion(self.cfg)
         self.head = Head(self.cfg)
+        self.frozen: frozenset[str] = frozenset()  # parts kept as they are while training (`freeze`)
+
+    def freeze(self, parts: Iterable[str]) -> None:
+        """Fine-tune only the other parts: these get no gradient and keep their BatchNorm statistics.
+
+        `parts` are names of the top-level modules (`PARTS`). `train()` keeps frozen parts
+        in eval mode, so their BatchNorms normalise with, and never update, the loaded statistics.
+        """
+        parts = frozenset(parts)
+        unknown = sorted(parts - set(PARTS))
+        if unknown:
+            raise ValueError(f"unknown network parts {unknown}; choose from {list(PARTS)}")
+        self.frozen = parts
+        for name, module in self.named_children():
+            for p in module.parameters():
+                p.requires_grad_(name not in parts)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> FusionNet:
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every encoder's output: camera_feat, lidar_feat, radar_feat (B×F×64×64), imu_emb (B×E)."""
@@ -263,6 +313,10 @@ class FusionNet(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.fuse_and_detect(self.encode(inputs), inputs["coverage"], inputs["present"])
+
+
+#: The top-level parts of a FusionNet, as `freeze` and `ros-fusion train --train-only` name them.
+PARTS: tuple[str, ...] = ("camera", "lidar", "radar", "imu", "fusion", "head")
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -37,7 +37,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ import torch
 
 from ..core import network_io as io
 from .losses import LossWeights, detection_loss
-from .network import FusionNet, NetConfig, parameter_count
+from .network import PARTS, FusionNet, NetConfig, parameter_count
 
 #: Target arrays in a shard (per sample): heatmap K×64×64 in [0, 1], regression R×64×64, centre mask 64×64.
 TARGET_KEYS = ("heatmap_target", "reg_target", "reg_mask")
@@ -225,6 +225,7 @@ class TrainConfig:
     aux_single: tuple[str, ...] = ()  # modalities whose features alone also go through the head every step
     aux_weight: float = 0.5  # weight of each auxiliary single-modality loss in the total
     init: Path | None = None  # start from this checkpoint's weights (fine-tuning); optimiser starts fresh
+    train_only: tuple[str, ...] = ()  # network parts (`PARTS`) to train, the rest frozen; () = all
     net: NetConfig = field(default_factory=NetConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
@@ -234,7 +235,15 @@ class TrainConfig:
         d["data"], d["out"] = str(self.data), str(self.out)
         d["aux_single"] = list(self.aux_single)
         d["init"] = None if self.init is None else str(self.init)
+        d["train_only"] = list(self.train_only)
         return d
+
+    def frozen_parts(self) -> list[str]:
+        """The network parts `train_only` leaves out (checks the names)."""
+        unknown = [p for p in self.train_only if p not in PARTS]
+        if unknown:
+            raise ValueError(f"train_only: unknown network parts {unknown}; choose from {list(PARTS)}")
+        return [p for p in PARTS if self.train_only and p not in self.train_only]
 
     def aux(self) -> dict[str, float]:
         """{modality: weight} of the auxiliary single-modality losses; checks the names."""
@@ -332,7 +341,8 @@ def precise_batchnorm(net: FusionNet, data: ShardDataset, *, batches: int, batch
     drawn across shards, with the same modality and previous-sweep dropout as training. No weight changes.
     Returns the number of batches used.
     """
-    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    bns = [m for name, part in net.named_children() if name not in net.frozen
+           for m in part.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns or batches <= 0:
         return 0
     momenta = [bn.momentum for bn in bns]
@@ -423,7 +433,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise ValueError(f"{path} is not a readable ros_fusion checkpoint: {type(e).__name__}") from e
     if not isinstance(state, dict) or state.get("format") != "ros_fusion-checkpoint/1":
         raise ValueError(f"{path} is not a ros_fusion training checkpoint")
-    net = FusionNet(NetConfig(**state["net_config"]))
+    # Checkpoints from before `gate_context` existed have the purely local gate.
+    net = FusionNet(NetConfig(**{"gate_context": 0, **state["net_config"]}))
     net.load_state_dict(state["model"])
     net.eval()
     history = state.get("history", [])
@@ -433,21 +444,34 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def _init_weights(net: FusionNet, path: Path) -> dict[str, Any]:
-    """Load `path`'s weights into `net` (same network config) and say where they came from."""
+    """Load `path`'s weights into `net` (same network config) and say where they came from.
+
+    The one allowed difference: `net` adds the gate context the source lacks. That layer
+    starts at zero, so the network computes exactly what the source did until it trains.
+    """
     from ..core.files import sha256_file
 
     src = load_checkpoint(path)
-    if src.model.cfg != net.cfg:
+    adds_context = net.cfg.gate_context and not src.model.cfg.gate_context
+    if replace(src.model.cfg, gate_context=net.cfg.gate_context) != net.cfg or (
+            src.model.cfg.gate_context and not net.cfg.gate_context):
         raise ValueError(f"--init {path}: network {src.model.cfg.to_dict()} does not match {net.cfg.to_dict()}")
-    net.load_state_dict(src.model.state_dict())
+    result = net.load_state_dict(src.model.state_dict(), strict=not adds_context)
+    if adds_context and (result.unexpected_keys or any(not k.startswith("fusion.gate_ctx.")
+                                                       for k in result.missing_keys)):
+        raise ValueError(f"--init {path}: weights do not fit: missing {result.missing_keys}, "
+                         f"unexpected {result.unexpected_keys}")
     prov = src.provenance
     earlier = prov.get("init_from", {})  # a chain of fine-tunes: the first weights saw those seeds too
 
     def seen(part: str) -> list[int]:
         return sorted({int(s) for s in [*prov.get(part, {}).get("seeds", []), *earlier.get(f"{part}_seeds", [])]})
 
-    return {"checkpoint": str(path), "sha256": sha256_file(Path(path)), "epoch": src.epoch, "step": src.step,
-            "train_seeds": seen("train"), "val_seeds": seen("val")}
+    out = {"checkpoint": str(path), "sha256": sha256_file(Path(path)), "epoch": src.epoch, "step": src.step,
+           "train_seeds": seen("train"), "val_seeds": seen("val")}
+    if adds_context:
+        out["added"] = "fusion.gate_ctx (zero-initialised)"
+    return out
 
 
 def _progress(enabled: bool) -> Any:
@@ -473,11 +497,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
     val_data = ShardDataset.from_dir(cfg.data, "val")
     cfg.out.mkdir(parents=True, exist_ok=True)
     aux = cfg.aux()
+    frozen = cfg.frozen_parts()
     torch.manual_seed(cfg.seed)
     net = FusionNet(cfg.net)
     init_from = _init_weights(net, cfg.init) if cfg.init is not None else None
+    if frozen and init_from is None:
+        raise ValueError(f"train_only {list(cfg.train_only)} needs --init: the frozen parts {frozen} "
+                         "would keep their random weights")
+    net.freeze(frozen)
     net = net.to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -512,6 +542,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
         saved_aux = {m: saved.get("aux_weight", 0.0) for m in saved.get("aux_single", [])}
         if saved_aux != aux:
             raise ValueError(f"{last} was trained with auxiliary losses {saved_aux or 'none'}, not {aux or 'none'}")
+        if list(saved.get("train_only", [])) != list(cfg.train_only):
+            raise ValueError(f"{last} was trained with train_only {saved.get('train_only', [])}, "
+                             f"not {list(cfg.train_only)}")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
