@@ -257,10 +257,18 @@ def test_train_only_fusion_leaves_every_other_part_and_its_batchnorm_untouched(d
 
 
 def test_checkpoints_from_before_gate_context_load_as_the_local_gate(data, tmp_path) -> None:
-    train(_cfg(data, tmp_path / "a", epochs=1, net=NetConfig(**{**SMALL.to_dict(), "gate_context": 0})),
+    train(_cfg(data, tmp_path / "a", epochs=2, until_epoch=1, net=NetConfig(**{**SMALL.to_dict(), "gate_context": 0})),
           log=lambda *_: None)
     state = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     del state["net_config"]["gate_context"]  # as written before the field existed
     torch.save(state, tmp_path / "a" / "old.pt")
     ck = load_checkpoint(tmp_path / "a" / "old.pt")
     assert ck.model.cfg.gate_context == 0 and ck.model.fusion.gate_ctx is None
+    # such a run resumes as the local gate it is, and refuses to become another network
+    (tmp_path / "b").mkdir()
+    torch.save(state, tmp_path / "b" / "last.pt")
+    with pytest.raises(ValueError, match="was trained with network"):
+        train(_cfg(data, tmp_path / "b", epochs=2), resume=True, log=lambda *_: None)
+    r = train(_cfg(data, tmp_path / "b", epochs=2, net=NetConfig(**{**SMALL.to_dict(), "gate_context": 0})),
+              resume=True, log=lambda *_: None)
+    assert [h["epoch"] for h in r["history"]] == [1, 2]

@@ -533,8 +533,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
     last = cfg.out / "last.pt"
     if resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=True)
-        if state.get("net_config") != cfg.net.to_dict():
-            raise ValueError(f"{last} was trained with network {state.get('net_config')}, not {cfg.net.to_dict()}")
+        saved_net = {"gate_context": 0, **state.get("net_config", {})}  # as load_checkpoint reads it
+        if saved_net != cfg.net.to_dict():
+            raise ValueError(f"{last} was trained with network {saved_net}, not {cfg.net.to_dict()}")
         saved = state.get("train_config", {})
         saved_loss = saved.get("loss")
         if saved_loss is not None and json.dumps(saved_loss) != json.dumps(asdict(cfg.loss)):
