@@ -15,6 +15,7 @@ from ros_fusion.eval.detection_metrics import EvalConfig
 from ros_fusion.eval.network_eval import PATTERNS
 from ros_fusion.eval.plots import BevScene, box_corners_bev, render_bev
 from ros_fusion.eval.report import (
+    coverage_matrix,
     latency_stats,
     metrics_to_json,
     render_console,
@@ -98,6 +99,35 @@ def test_robustness_matrix_cells_without_ground_truth_never_win():
 def test_robustness_matrix_rejects_malformed_input(runs):
     with pytest.raises(ValueError, match="robustness_matrix"):
         robustness_matrix(runs)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- in-coverage matrix
+def test_coverage_matrix_scores_each_cell_against_all_sensors_on_its_region(tmp_path):
+    gts = [gt_frame(k) for k in range(4)]
+    runs = {
+        # the pattern finds 1 of 3 boxes where all sensors find all 3: ratio well below 1
+        ("lidar_missing", "auto"): [(g, shifted(g, 0.0, keep=1), shifted(g, 0.0)) for g in gts],
+        ("lidar_missing", "late"): [(g, shifted(g, 0.0), shifted(g, 0.0)) for g in gts],
+        # the all-sensor detections miss everything: no ratio can be formed
+        ("all", "auto"): [(g, shifted(g, 0.0), Obstacles.empty(0)) for g in gts],
+    }
+    cov = coverage_matrix(runs, EvalConfig(classes=CLASSES))
+    assert cov["patterns"] == ["all", "lidar_missing"] and cov["strategies"] == ["late", "auto"]
+    auto = cov["cells"]["lidar_missing"]["auto"]
+    assert auto["n_gt"] == 12 and auto["all_sensors_mAP"] == pytest.approx(1.0)
+    assert 0 < auto["ratio"] < 0.7 and auto["ratio"] == pytest.approx(auto["mAP"])
+    assert cov["cells"]["lidar_missing"]["late"]["ratio"] == pytest.approx(1.0)
+    assert cov["cells"]["all"]["auto"]["ratio"] is None
+    md = write_outputs(tmp_path, {"robustness_in_coverage": cov})[1].read_text()
+    assert "Robustness inside the kept sensors' coverage" in md
+    assert f"| lidar_missing | 12 | 1.000 | {auto['mAP']:.3f} | 1.000 | {auto['ratio']:.2f} |" in md
+
+
+@pytest.mark.parametrize("runs", [{("all",): []}, {("all", "late"): [("x", "y", "z")]},
+                                  {("all", "late"): [(Obstacles.empty(0), Obstacles.empty(0))]}, [1]])
+def test_coverage_matrix_rejects_malformed_input(runs):
+    with pytest.raises(ValueError, match="coverage_matrix"):
+        coverage_matrix(runs)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- latency

@@ -217,6 +217,17 @@ def test_robustness_matrix_runs_every_pattern_and_strategy() -> None:
     assert {(p, s) for p in ("all", "camera_missing", "lidar_only") for s in ("intermediate", "late", "auto")} <= keys
     n = {len(v) for v in run.variants.values()}
     assert len(n) == 1 and n.pop() == sum(1 for r in run.records if r.gt is not None and r.pred is not None)
+    # the same cells inside the kept sensors' coverage: LiDAR (360°) sees everything the full set sees,
+    # the front camera + radar much less; the all-sensor detections there are the full run's, cut
+    assert set(run.regions) == keys
+    for (p, s), frames in run.regions.items():
+        for (gt, pred, _full), (gt_v, pred_v) in zip(frames, run.variants[(p, s)], strict=True):
+            assert len(gt) <= len(gt_v) and len(pred) <= len(pred_v)
+    n_gt = {p: sum(len(g) for g, _, _ in run.regions[(p, "auto")]) for p in ("all", "lidar_only", "lidar_missing")}
+    assert n_gt["lidar_only"] == n_gt["all"] > 2 * n_gt["lidar_missing"] > 0
+    for (_g, pred, full), (_, full_v) in zip(run.regions[("all", "auto")], run.variants[("all", "auto")], strict=True):
+        np.testing.assert_array_equal(full.boxes, pred.boxes)
+        assert len(full) <= len(full_v)
 
 
 def test_parse_drop() -> None:

@@ -11,7 +11,9 @@ Scored per bundle: the main run (the chosen strategy, with whatever the
 recording and `--drop` windows left available) and, on the same prepared
 bundle, every availability pattern × strategy of the robustness matrix
 (`PATTERNS` × intermediate/late/auto; encoders and pre-processing are cached,
-so the matrix costs fusion heads, not re-encoding).
+so the matrix costs fusion heads, not re-encoding). Each cell is also scored
+inside the BEV coverage of the sensors it keeps, against the all-sensor
+detections of the same strategy on that region (`regions`).
 
 Ground truth (`/ground_truth/obstacles`) is matched to a bundle at its exact
 stamp, else the nearest one within half a reference period, moved to the
@@ -31,12 +33,13 @@ from typing import Any
 import numpy as np
 
 from ..core.late_fusion import move_to_time
+from ..core.network_io import FUSED_MODALITIES
 from ..core.rig import Rig
 from ..core.types import NS_PER_S, CameraInfo, Image, ImuSample, Modality, Obstacles, Odometry, PointCloud
 from ..runtime.engine import EngineOutput, EngineSettings, FusionEngine
 from ..runtime.pipeline import FusionPipeline, ModePolicy, PipelineResult
 from .detection_metrics import EvalConfig, evaluate
-from .network_eval import PATTERNS
+from .network_eval import PATTERNS, inside_coverage
 
 GROUND_TRUTH_TOPIC = "/ground_truth/obstacles"
 EVAL_STRATEGIES: tuple[str, ...] = ("intermediate", "late", "auto")
@@ -144,6 +147,8 @@ class BagRun:
     start_ns: int
     records: list[FrameRecord] = field(default_factory=list)
     variants: dict[tuple[str, str], list[tuple[Obstacles, Obstacles]]] = field(default_factory=dict)
+    # (pattern, strategy) → (gt, pred, all-sensor pred) inside the kept sensors' coverage
+    regions: dict[tuple[str, str], list[tuple[Obstacles, Obstacles, Obstacles]]] = field(default_factory=dict)
     switches: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -247,9 +252,20 @@ def evaluate_bag(messages: Iterable[tuple[str, int, Any]], rig: Rig, pipeline: F
         if prep is None or prep.t_ns != out.bundle.t_ns:
             return
         if config.robustness:
+            dets: dict[tuple[str, str], Obstacles] = {}
             for (p, s), pol in policies.items():
                 r = pipeline.run(prep, keep=PATTERNS[p], strategy=s, policy=pol)
                 run.variants.setdefault((p, s), []).append((gt, r.obstacles))
+                dets[(p, s)] = r.obstacles
+            cov = pipeline.coverage(prep)
+            for (p, s), d in dets.items():
+                if ("all", s) not in dets:
+                    continue
+                kept = prep.available & frozenset(PATTERNS[p])
+                present = np.array([m in kept for m in FUSED_MODALITIES], np.float32)
+                run.regions.setdefault((p, s), []).append(
+                    (inside_coverage(gt, cov, present), inside_coverage(d, cov, present),
+                     inside_coverage(dets[("all", s)], cov, present)))
         if config.collect_single:
             for m in sorted(prep.available):
                 run.singles.append((m, gt, pipeline.single_modality(prep, m)[0]))
@@ -345,7 +361,7 @@ def max_output_gap_s(run: BagRun) -> float:
 
 def collect_metrics(runs: Sequence[BagRun], config: BagEvalConfig) -> dict[str, Any]:
     """The metrics dict `eval.report.write_outputs` renders (sections as documented there)."""
-    from .report import latency_stats, robustness_matrix
+    from .report import coverage_matrix, latency_stats, robustness_matrix
 
     cfg = config.metrics
     frames = scored_frames(runs)
@@ -380,6 +396,12 @@ def collect_metrics(runs: Sequence[BagRun], config: BagEvalConfig) -> dict[str, 
                 variants.setdefault(k, []).extend(v)
         if variants:
             out["robustness"] = robustness_matrix(variants, cfg)
+        regions: dict[tuple[str, str], list[tuple[Obstacles, Obstacles, Obstacles]]] = {}
+        for run in runs:
+            for k, v in run.regions.items():
+                regions.setdefault(k, []).extend(v)
+        if regions:
+            out["robustness_in_coverage"] = coverage_matrix(regions, cfg)
     return out
 
 

@@ -8,6 +8,7 @@ a quick run (no robustness, no latency, live mode) still gets a report:
     summary        `DetectionReport.summary()` + n_frames
     per_mode       fusion mode → {n_bundles, n_frames, mAP}
     robustness     `robustness_matrix` output
+    robustness_in_coverage  `coverage_matrix` output: the same cells scored only where the kept sensors see
     latency_ms     `latency_stats` output (a stage may carry only some statistics, e.g. a node's p50)
     mode_switches  [{t_s, from, to, reason, bag?}]
     faults         [{sensor, kind, t0_s, t1_s, ...}]
@@ -119,6 +120,60 @@ def robustness_matrix(runs: Mapping[tuple[str, str], Sequence[tuple[Obstacles, O
         out["auto_ok"] = auto_ok
         out["auto_tolerance"] = AUTO_TOLERANCE
     return out
+
+
+def coverage_matrix(runs: Mapping[tuple[str, str], Sequence[tuple[Obstacles, Obstacles, Obstacles]]],
+                    config: EvalConfig | None = None) -> dict[str, Any]:
+    """Every (pattern, strategy) cell scored only inside the coverage of the pattern's sensors.
+
+    `runs[(pattern, strategy)]` holds (ground truth, prediction, all-sensor prediction of the
+    same strategy) per frame, all three already cut to that coverage. With one front camera
+    and one front radar, "LiDAR missing" cannot see most of the 360° ground truth; this
+    separates "cannot see" from "sees badly" (as `ros-fusion eval-model`'s in_coverage does).
+    Per cell: n_gt, mAP there, all_sensors_mAP there, ratio (None where all-sensor mAP is not > 0).
+    """
+    if not isinstance(runs, Mapping):
+        raise ValueError(f"coverage_matrix: runs must map (pattern, strategy) to frames, got {type(runs).__name__}")
+    cfg = config or EvalConfig()
+    for key in runs:
+        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) and k for k in key)):
+            raise ValueError(f"coverage_matrix: key {key!r} is not a (pattern, strategy) pair of names")
+    names = {p for p, _ in runs}
+    patterns = [p for p in PATTERNS if p in names] + sorted(names - set(PATTERNS))
+    strategies = order_strategies([s for _, s in runs])
+    cells: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in patterns}
+    for (p, s), frames in runs.items():
+        frames = list(frames)
+        for i, fr in enumerate(frames):
+            if not (isinstance(fr, tuple) and len(fr) == 3 and all(isinstance(o, Obstacles) for o in fr)):
+                raise ValueError(f"coverage_matrix: frame {i} of ({p}, {s}) is not a (gt, pred, all) Obstacles triple")
+        part = evaluate([(g, d) for g, d, _ in frames], cfg)
+        whole = evaluate([(g, a) for g, _, a in frames], cfg)
+        m, w = float(part.mean_ap), float(whole.mean_ap)
+        cells[p][s] = {"n_gt": int(sum(len(g) for g, _, _ in frames)), "mAP": m, "all_sensors_mAP": w,
+                       "ratio": m / w if _finite(m) and _finite(w) and w > 0 else None}
+    return {"patterns": patterns, "strategies": strategies, "cells": cells}
+
+
+def _coverage_rows(cov: Mapping[str, Any]) -> tuple[list[str], list[list]]:
+    """Header and rows of the in-coverage table: mAP there per strategy, then all sensors there and the
+    ratio for `auto` (else the first strategy)."""
+    strategies = list(cov.get("strategies", []))
+    cells = cov.get("cells", {}) if isinstance(cov.get("cells"), Mapping) else {}
+    ref = AUTO if AUTO in strategies else (strategies[0] if strategies else None)
+    header = ["pattern", "GT boxes there", *strategies, f"all sensors there ({ref})", f"ratio ({ref})"]
+    rows = []
+    for p in cov.get("patterns", []):
+        row = cells.get(p, {}) if isinstance(cells.get(p), Mapping) else {}
+        n_gt = next((v for s in strategies if (v := _cell_value(row, s, "n_gt")) is not None), None)
+        rows.append([p, n_gt, *(_fmt(_cell_value(row, s, "mAP")) for s in strategies),
+                     _fmt(_cell_value(row, ref, "all_sensors_mAP")), _fmt(_cell_value(row, ref, "ratio"), 2)])
+    return header, rows
+
+
+def _cell_value(row: Mapping[str, Any], strategy: str | None, key: str) -> Any:
+    cell = row.get(strategy) if strategy is not None else None
+    return cell.get(key) if isinstance(cell, Mapping) else None
 
 
 # ----------------------------------------------------------------------------- latency
@@ -378,6 +433,14 @@ def _report_md(metrics: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
               f"auto: ✓ within {rob.get('auto_tolerance', AUTO_TOLERANCE):g} mAP of it, ✗ not, ? undecidable.", ""]
         header, rows = _robustness_rows(rob, "**{}**".format, ("✓", "✗", "?"))
         L += _md_table(header, rows, [False, False, *([True] * (len(header) - 3)), False]) + [""]
+    cov = _section(metrics, "robustness_in_coverage", Mapping)
+    if cov and cov.get("patterns") and cov.get("strategies"):
+        L += ["## Robustness inside the kept sensors' coverage (mAP)", "",
+              "Each cell scored only on ground truth and detections inside the BEV coverage of the sensors the "
+              "pattern keeps, next to the all-sensor detections on that same region: a front camera and radar "
+              "cannot see most of the 360° scene, and this separates \"cannot see\" from \"sees badly\".", ""]
+        header, rows = _coverage_rows(cov)
+        L += _md_table(header, rows, [False, *([True] * (len(header) - 1))]) + [""]
     lat = _section(metrics, "latency_ms", Mapping)
     if lat:
         L += ["## Latency (ms)", ""]
@@ -496,6 +559,11 @@ def render_console(metrics: Mapping[str, Any]) -> list[Any]:
         out.append(table("robustness matrix: mAP (bold: best fixed strategy; auto ✓ within "
                          f"{rob.get('auto_tolerance', AUTO_TOLERANCE):g})", header, rows,
                          [False, False, *([True] * (len(header) - 3)), False]))
+    cov = _section(metrics, "robustness_in_coverage", Mapping)
+    if cov and cov.get("patterns") and cov.get("strategies"):
+        header, rows = _coverage_rows(cov)
+        out.append(table("robustness inside the kept sensors' coverage: mAP", header, rows,
+                         [False, *([True] * (len(header) - 1))]))
     lat = _section(metrics, "latency_ms", Mapping)
     if lat:
         out.append(table("latency (ms)", ["stage", *LATENCY_KEYS], _latency_rows(lat)))

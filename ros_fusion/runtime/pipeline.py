@@ -576,6 +576,10 @@ class FusionPipeline:
                 frame.cameras = self._cameras_at(members, T)
         return frame
 
+    def coverage(self, prep: PreparedBundle) -> np.ndarray:
+        """(M, FEAT, FEAT) BEV field of view of each fused modality at the bundle's T (for scoring by region)."""
+        return self._inputs_at_t(prep).arrays["coverage"]
+
     def _inputs_at_t(self, prep: PreparedBundle) -> nio.NetworkInputs:
         key = ("inputs", "T")
         if key not in prep.cache:
