@@ -156,12 +156,12 @@ def coverage_matrix(runs: Mapping[tuple[str, str], Sequence[tuple[Obstacles, Obs
 
 
 def _coverage_rows(cov: Mapping[str, Any]) -> tuple[list[str], list[list]]:
-    """Header and rows of the in-coverage table: mAP there per strategy, then all sensors there and the
-    ratio for `auto` (else the first strategy)."""
+    """Header and rows of the in-coverage table: mAP there per strategy, then the all-sensor mAP on the same
+    region and the ratio, both for `auto` (else the first strategy)."""
     strategies = list(cov.get("strategies", []))
     cells = cov.get("cells", {}) if isinstance(cov.get("cells"), Mapping) else {}
     ref = AUTO if AUTO in strategies else (strategies[0] if strategies else None)
-    header = ["pattern", "GT boxes there", *strategies, f"all sensors there ({ref})", f"ratio ({ref})"]
+    header = ["pattern", "GT there", *strategies, f"all sensors, {ref}", "ratio"]
     rows = []
     for p in cov.get("patterns", []):
         row = cells.get(p, {}) if isinstance(cells.get(p), Mapping) else {}
