@@ -22,9 +22,10 @@ run is deterministic: same bags, model and options give the same numbers. Each b
 scored against /ground_truth/obstacles (nuScenes-style centre-distance AP over {0.5,1,2,4} m
 within 50 m, TP errors, NDS-like score, per class and range band) and, unless
 --no-robustness, re-run for every sensor-availability pattern x strategy (the robustness
-matrix). --drop withholds sensors (a modality or sensor names) during a window of drive
-seconds. Faults recorded in the bag's metadata are reported with how fast the fusion mode
-switched and recovered.
+matrix, also scored inside the coverage of each pattern's sensors: a front camera and radar
+cannot see the 360 deg scene). --drop withholds sensors (a modality or sensor names) during
+a window of drive seconds. Faults recorded in the bag's metadata are reported with how fast
+the fusion mode switched and recovered.
 
 --live starts fusion_node (the same node plan as `ros-fusion launch`), replays the bag in
 real time, records ~/obstacles and scores them the same way, adding end-to-end latency
