@@ -167,6 +167,12 @@ def test_perfect_head_outputs_score_ap_one(data, bundle):
         assert r.mean_ap == pytest.approx(1.0, abs=1e-9) and rep.ratio_in_coverage(p) == pytest.approx(1.0), p
     n_gt = {p: sum(r.n_gt.values()) for p, (r, _) in rep.in_coverage.items()}
     assert 0 < n_gt["camera_only"] < n_gt["all"] <= sum(rep.patterns["all"].n_gt.values())
+    # per scenario: perfect in each, and the scenarios' ground truth adds up to the whole region's
+    assert set(rep.in_coverage_by_scenario) == set(rep.frames_by_scenario)
+    for p in PATTERNS:
+        parts = [by[p] for by in rep.in_coverage_by_scenario.values() if p in by]
+        assert all(r.mean_ap == pytest.approx(1.0, abs=1e-9) for r, _ in parts), p
+        assert sum(sum(r.n_gt.values()) for r, _ in parts) == n_gt[p], p
 
 
 def test_inside_coverage_keeps_boxes_where_a_present_modality_sees():
@@ -220,7 +226,9 @@ def test_cli_writes_json_and_manifest_metrics(data, bundle, test_seed, tmp_path,
     assert set(doc["ratios"]) == {"camera_missing_over_all", "lidar_missing_over_all"}
     assert set(doc["in_coverage"]) == set(PATTERNS)
     assert {"ground_truth", "mAP", "per_class_AP", "all_sensors_mAP", "ratio"} <= set(doc["in_coverage"]["camera_only"])
-    assert "mAP in its coverage" in text
+    assert "mAP in its coverage" in text and "per scenario" in " ".join(text.split())  # titles may wrap
+    assert set(doc["in_coverage_by_scenario"]) == set(SCENARIOS)
+    assert {"ground_truth", "mAP", "all_sensors_mAP", "ratio"} <= set(doc["in_coverage_by_scenario"]["urban"]["all"])
     assert doc["data"]["seeds"] == [test_seed] and doc["data"]["split"] == "test"
     assert {s["scenario"] for s in doc["data"]["shards"]} == set(SCENARIOS)
     assert doc["model"]["stages"] == {k: {"file": s.path.name, "sha256": s.sha256} for k, s in bundle.stages.items()}

@@ -395,6 +395,9 @@ class NetworkEvalReport:
     frames_by_scenario: dict[str, int]
     #: pattern → (its report, the all-sensor report) both scored only inside the pattern's coverage
     in_coverage: dict[str, tuple[DetectionReport, DetectionReport]] = field(default_factory=dict)
+    #: scenario → the same, on that scenario's frames only
+    in_coverage_by_scenario: dict[str, dict[str, tuple[DetectionReport, DetectionReport]]] = field(
+        default_factory=dict)
 
     def ratio(self, pattern: str) -> float | None:
         return _map_ratio(self.patterns.get(pattern), self.patterns["all"])
@@ -494,6 +497,10 @@ class NetworkEvalReport:
                                 "per_class_AP": {c: r.class_ap(c) for c in r.ap},
                                 "all_sensors_mAP": a.mean_ap, "ratio": self.ratio_in_coverage(p)}
                             for p, (r, a) in self.in_coverage.items()},
+            "in_coverage_by_scenario": {
+                scen: {p: {"ground_truth": sum(r.n_gt.values()), "mAP": r.mean_ap, "all_sensors_mAP": a.mean_ap,
+                           "ratio": _map_ratio(r, a)} for p, (r, a) in by.items()}
+                for scen, by in self.in_coverage_by_scenario.items()},
             "gates": self.gates(),
             "checks": self.checks(),
             "metrics": self.manifest_metrics(self.model.get("metrics") if isinstance(self.model.get("metrics"),
@@ -574,20 +581,26 @@ def inside_coverage(obs: Obstacles, coverage: np.ndarray, present: np.ndarray) -
     return obs.subset(keep)
 
 
+InCoverage = dict[str, tuple[DetectionReport, DetectionReport]]
+
+
 def evaluate_frames(frames: Iterator[EvalFrame] | Sequence[EvalFrame], detector: Detector, cfg: NetworkEvalConfig,
                     progress: Callable[[int, str], None] | None = None
-                    ) -> tuple[dict[str, DetectionReport], GateStats, dict[str, int],
-                               dict[str, tuple[DetectionReport, DetectionReport]]]:
+                    ) -> tuple[dict[str, DetectionReport], GateStats, dict[str, int], InCoverage,
+                               dict[str, InCoverage]]:
     """Run `detector` on every frame for every pattern, decode, score; gate statistics on the way.
 
-    The last element scores each pattern only inside the coverage of its own sensors, and the
+    The fourth element scores each pattern only inside the coverage of its own sensors, and the
     all-sensor detections on that same region: (pattern, all) reports. With one front camera and
     one front radar the other patterns can never see most of the 360° ground truth, so their
-    plain mAP mixes "cannot see" with "sees badly"; this pair separates the two.
+    plain mAP mixes "cannot see" with "sees badly"; this pair separates the two. The fifth is
+    the same per scenario: a modality that fails in one kind of scene (the camera at night)
+    shows there and not in the average (that is how v5's night gate problem was found).
     """
     pairs: dict[str, list[tuple[Obstacles, Obstacles]]] = {p: [] for p in cfg.patterns}
     region: dict[str, list[tuple[Obstacles, Obstacles]]] = {p: [] for p in cfg.patterns}
     region_all: dict[str, list[tuple[Obstacles, Obstacles]]] = {p: [] for p in cfg.patterns}
+    region_scenario: dict[str, list[str]] = {p: [] for p in cfg.patterns}
     stats = GateStats()
     by_scenario: dict[str, int] = {}
     n = 0
@@ -602,6 +615,7 @@ def evaluate_frames(frames: Iterator[EvalFrame] | Sequence[EvalFrame], detector:
                 gt_in = inside_coverage(fr.gt, cov, pres)
                 region[p].append((gt_in, inside_coverage(dets[p], cov, pres)))
                 region_all[p].append((gt_in, inside_coverage(dets["all"], cov, pres)))
+                region_scenario[p].append(fr.scenario)
         by_scenario[fr.scenario] = by_scenario.get(fr.scenario, 0) + 1
         n += 1
         if progress:
@@ -611,7 +625,14 @@ def evaluate_frames(frames: Iterator[EvalFrame] | Sequence[EvalFrame], detector:
     reports = {p: evaluate(pairs[p], cfg.metrics) for p in cfg.patterns}
     in_cov = {p: (evaluate(region[p], cfg.metrics), evaluate(region_all[p], cfg.metrics))
               for p in cfg.patterns if region[p]}
-    return reports, stats, dict(sorted(by_scenario.items())), in_cov
+    in_cov_scenario: dict[str, InCoverage] = {}
+    for scen in sorted(by_scenario):
+        for p in cfg.patterns:
+            idx = [i for i, s in enumerate(region_scenario[p]) if s == scen]
+            if idx:
+                in_cov_scenario.setdefault(scen, {})[p] = (evaluate([region[p][i] for i in idx], cfg.metrics),
+                                                           evaluate([region_all[p][i] for i in idx], cfg.metrics))
+    return reports, stats, dict(sorted(by_scenario.items())), in_cov, in_cov_scenario
 
 
 def run_network_eval(data_dir: str | Path, bundle: ModelBundle, cfg: NetworkEvalConfig, *,
@@ -637,7 +658,7 @@ def run_network_eval(data_dir: str | Path, bundle: ModelBundle, cfg: NetworkEval
     total = sum(len(i) for i in select_indices(sizes, cfg.max_frames)) if all(sizes) else 0
     cb = (lambda k, what: progress(k, total, what)) if progress else None
     frames = iter_frames(refs, cfg.max_frames, with_targets=isinstance(detector, TargetDetector))
-    reports, stats, by_scenario, in_cov = evaluate_frames(frames, detector, cfg, cb)
+    reports, stats, by_scenario, in_cov, in_cov_scenario = evaluate_frames(frames, detector, cfg, cb)
     data = {
         "dir": str(Path(data_dir)),
         "config_hash": manifest.get("config_hash"),
@@ -653,7 +674,7 @@ def run_network_eval(data_dir: str | Path, bundle: ModelBundle, cfg: NetworkEval
         "seen_seeds_overlap": overlap,
     }
     return NetworkEvalReport(cfg, detector.describe(), _clean(data), describe_model(bundle), reports, stats,
-                             sum(by_scenario.values()), by_scenario, in_cov)
+                             sum(by_scenario.values()), by_scenario, in_cov, in_cov_scenario)
 
 
 # ----------------------------------------------------------------------------- terminal output
@@ -681,6 +702,14 @@ def render_report(rep: NetworkEvalReport) -> Any:
         cov.add_column(name, justify="left" if name == "pattern" else "right")
     for p, (r, a) in rep.in_coverage.items():
         cov.add_row(p, str(sum(r.n_gt.values())), _fmt(r.mean_ap), _fmt(a.mean_ap), _fmt(rep.ratio_in_coverage(p), 2))
+    scen_names = list(rep.in_coverage_by_scenario)
+    by_scen = Table(title="mAP in the pattern's coverage, per scenario")
+    by_scen.add_column("pattern")
+    for sc in scen_names:
+        by_scen.add_column(sc, justify="right")
+    for p in rep.in_coverage:
+        by_scen.add_row(p, *(_fmt(rep.in_coverage_by_scenario[sc][p][0].mean_ap)
+                             if p in rep.in_coverage_by_scenario[sc] else "—" for sc in scen_names))
     c = Table(title="per-class AP, all sensors (mean over 0.5/1/2/4 m)")
     c.add_column("class")
     c.add_column("AP", justify="right")
@@ -713,4 +742,4 @@ def render_report(rep: NetworkEvalReport) -> Any:
     ]
     if rep.data.get("seen_seeds_overlap"):
         lines.append(f"WARNING: seeds {rep.data['seen_seeds_overlap']} were seen in training — not held-out numbers")
-    return Group(t, cov, c, gt_, Text("\n".join(lines)))
+    return Group(t, cov, by_scen, c, gt_, Text("\n".join(lines)))
