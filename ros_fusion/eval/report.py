@@ -72,6 +72,18 @@ def order_strategies(names: Sequence[str]) -> list[str]:
     return [s for s in STRATEGY_ORDER if s in unique] + sorted(unique - set(STRATEGY_ORDER))
 
 
+def _cell_names(runs: Any, where: str) -> tuple[list[str], list[str]]:
+    """Patterns (`PATTERNS` order, unknown names after, sorted) and strategies of a (pattern, strategy) mapping;
+    anything else is refused naming `where`."""
+    if not isinstance(runs, Mapping):
+        raise ValueError(f"{where}: runs must map (pattern, strategy) to frames, got {type(runs).__name__}")
+    for key in runs:
+        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) and k for k in key)):
+            raise ValueError(f"{where}: key {key!r} is not a (pattern, strategy) pair of names")
+    names = {p for p, _ in runs}
+    return [p for p in PATTERNS if p in names] + sorted(names - set(PATTERNS)), order_strategies([s for _, s in runs])
+
+
 def robustness_matrix(runs: Mapping[tuple[str, str], Sequence[tuple[Obstacles, Obstacles]]],
                       config: EvalConfig | None = None) -> dict[str, Any]:
     """mAP and NDS for every (sensor pattern, fusion strategy) cell, the best fixed strategy per pattern, auto's check.
@@ -83,15 +95,8 @@ def robustness_matrix(runs: Mapping[tuple[str, str], Sequence[tuple[Obstacles, O
     only when `auto` was run) is None where it cannot be decided (no auto cell, or
     no finite mAP to compare).
     """
-    if not isinstance(runs, Mapping):
-        raise ValueError(f"robustness_matrix: runs must map (pattern, strategy) to frames, got {type(runs).__name__}")
+    patterns, strategies = _cell_names(runs, "robustness_matrix")
     cfg = config or EvalConfig()
-    for key in runs:
-        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) and k for k in key)):
-            raise ValueError(f"robustness_matrix: key {key!r} is not a (pattern, strategy) pair of names")
-    names = {p for p, _ in runs}
-    patterns = [p for p in PATTERNS if p in names] + sorted(names - set(PATTERNS))
-    strategies = order_strategies([s for _, s in runs])
     m_ap: dict[str, dict[str, float]] = {p: {} for p in patterns}
     nds: dict[str, dict[str, float]] = {p: {} for p in patterns}
     n_frames: dict[str, dict[str, int]] = {p: {} for p in patterns}
@@ -132,15 +137,8 @@ def coverage_matrix(runs: Mapping[tuple[str, str], Sequence[tuple[Obstacles, Obs
     separates "cannot see" from "sees badly" (as `ros-fusion eval-model`'s in_coverage does).
     Per cell: n_gt, mAP there, all_sensors_mAP there, ratio (None where all-sensor mAP is not > 0).
     """
-    if not isinstance(runs, Mapping):
-        raise ValueError(f"coverage_matrix: runs must map (pattern, strategy) to frames, got {type(runs).__name__}")
+    patterns, strategies = _cell_names(runs, "coverage_matrix")
     cfg = config or EvalConfig()
-    for key in runs:
-        if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) and k for k in key)):
-            raise ValueError(f"coverage_matrix: key {key!r} is not a (pattern, strategy) pair of names")
-    names = {p for p, _ in runs}
-    patterns = [p for p in PATTERNS if p in names] + sorted(names - set(PATTERNS))
-    strategies = order_strategies([s for _, s in runs])
     cells: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in patterns}
     for (p, s), frames in runs.items():
         frames = list(frames)
