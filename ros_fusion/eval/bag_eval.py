@@ -258,14 +258,15 @@ def evaluate_bag(messages: Iterable[tuple[str, int, Any]], rig: Rig, pipeline: F
                 run.variants.setdefault((p, s), []).append((gt, r.obstacles))
                 dets[(p, s)] = r.obstacles
             cov = pipeline.coverage(prep)
-            for (p, s), d in dets.items():
-                if ("all", s) not in dets:
-                    continue
+            for p in dict.fromkeys(p for p, _ in dets):
                 kept = prep.available & frozenset(PATTERNS[p])
                 present = np.array([m in kept for m in FUSED_MODALITIES], np.float32)
-                run.regions.setdefault((p, s), []).append(
-                    (inside_coverage(gt, cov, present), inside_coverage(d, cov, present),
-                     inside_coverage(dets[("all", s)], cov, present)))
+                gt_in = inside_coverage(gt, cov, present)  # once per pattern, shared by its strategies
+                for s in config.strategies:
+                    if (p, s) in dets and ("all", s) in dets:
+                        run.regions.setdefault((p, s), []).append(
+                            (gt_in, inside_coverage(dets[(p, s)], cov, present),
+                             inside_coverage(dets[("all", s)], cov, present)))
         if config.collect_single:
             for m in sorted(prep.available):
                 run.singles.append((m, gt, pipeline.single_modality(prep, m)[0]))

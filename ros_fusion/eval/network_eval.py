@@ -400,11 +400,11 @@ class NetworkEvalReport:
         default_factory=dict)
 
     def ratio(self, pattern: str) -> float | None:
-        return _map_ratio(self.patterns.get(pattern), self.patterns["all"])
+        return map_ratio(self.patterns.get(pattern), self.patterns["all"])
 
     def ratio_in_coverage(self, pattern: str) -> float | None:
         """mAP of `pattern` over the all-sensor mAP, both only where the pattern's sensors see."""
-        return _map_ratio(*self.in_coverage.get(pattern, (None, None)))
+        return map_ratio(*self.in_coverage.get(pattern, (None, None)))
 
     def gates(self) -> dict[str, Any]:
         cfg = self.config
@@ -499,7 +499,7 @@ class NetworkEvalReport:
                             for p, (r, a) in self.in_coverage.items()},
             "in_coverage_by_scenario": {
                 scen: {p: {"ground_truth": sum(r.n_gt.values()), "mAP": r.mean_ap, "all_sensors_mAP": a.mean_ap,
-                           "ratio": _map_ratio(r, a)} for p, (r, a) in by.items()}
+                           "ratio": map_ratio(r, a)} for p, (r, a) in by.items()}
                 for scen, by in self.in_coverage_by_scenario.items()},
             "gates": self.gates(),
             "checks": self.checks(),
@@ -508,7 +508,7 @@ class NetworkEvalReport:
         })
 
 
-def _map_ratio(part: DetectionReport | None, whole: DetectionReport | None) -> float | None:
+def map_ratio(part: DetectionReport | None, whole: DetectionReport | None) -> float | None:
     """part mAP / whole mAP; None where either is missing or undefined, or the whole is 0."""
     if part is None or whole is None:
         return None

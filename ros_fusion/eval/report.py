@@ -40,7 +40,7 @@ import numpy as np
 
 from ..core.types import Obstacles
 from .detection_metrics import EvalConfig, evaluate
-from .network_eval import PATTERNS
+from .network_eval import PATTERNS, map_ratio
 from .plots import BevScene
 
 #: Strategies in the order a reader expects them; others follow, sorted.
@@ -147,9 +147,8 @@ def coverage_matrix(runs: Mapping[tuple[str, str], Sequence[tuple[Obstacles, Obs
                 raise ValueError(f"coverage_matrix: frame {i} of ({p}, {s}) is not a (gt, pred, all) Obstacles triple")
         part = evaluate([(g, d) for g, d, _ in frames], cfg)
         whole = evaluate([(g, a) for g, _, a in frames], cfg)
-        m, w = float(part.mean_ap), float(whole.mean_ap)
-        cells[p][s] = {"n_gt": int(sum(len(g) for g, _, _ in frames)), "mAP": m, "all_sensors_mAP": w,
-                       "ratio": m / w if _finite(m) and _finite(w) and w > 0 else None}
+        cells[p][s] = {"n_gt": int(sum(len(g) for g, _, _ in frames)), "mAP": float(part.mean_ap),
+                       "all_sensors_mAP": float(whole.mean_ap), "ratio": map_ratio(part, whole)}
     return {"patterns": patterns, "strategies": strategies, "cells": cells}
 
 

@@ -423,6 +423,11 @@ def save_checkpoint(path: Path, net: FusionNet, opt: torch.optim.Optimizer, sche
     tmp.replace(path)  # never leave a half-written checkpoint behind
 
 
+def saved_net_config(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's network config; those from before `gate_context` existed have the purely local gate."""
+    return {"gate_context": 0, **state.get("net_config", {})}
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
@@ -433,8 +438,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise ValueError(f"{path} is not a readable ros_fusion checkpoint: {type(e).__name__}") from e
     if not isinstance(state, dict) or state.get("format") != "ros_fusion-checkpoint/1":
         raise ValueError(f"{path} is not a ros_fusion training checkpoint")
-    # Checkpoints from before `gate_context` existed have the purely local gate.
-    net = FusionNet(NetConfig(**{"gate_context": 0, **state["net_config"]}))
+    net = FusionNet(NetConfig(**saved_net_config(state)))
     net.load_state_dict(state["model"])
     net.eval()
     history = state.get("history", [])
@@ -533,7 +537,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
     last = cfg.out / "last.pt"
     if resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=True)
-        saved_net = {"gate_context": 0, **state.get("net_config", {})}  # as load_checkpoint reads it
+        saved_net = saved_net_config(state)
         if saved_net != cfg.net.to_dict():
             raise ValueError(f"{last} was trained with network {saved_net}, not {cfg.net.to_dict()}")
         saved = state.get("train_config", {})
