@@ -113,3 +113,24 @@ def test_inverse_transform(t, yaw):
     T = xyz_rpy_to_transform(t, [0.0, 0.0, yaw])
     pts = np.array([[1.0, 2.0, 3.0], [-4.0, 0.5, 0.0]])
     np.testing.assert_allclose(transform_points(invert_transform(T), transform_points(T, pts)), pts, atol=1e-9)
+
+
+def test_surround_rig_is_the_default_rig_plus_radars_that_see_all_around():
+    """config/rig_surround.yaml: same LiDAR, camera, IMU and odometry, five radars covering 360°."""
+    from ros_fusion.core.bev import BevGrid
+
+    default = load_rig(ROOT / "config" / "rig_default.yaml")
+    surround = load_rig(ROOT / "config" / "rig_surround.yaml")
+    radars = surround.of(Modality.RADAR)
+    assert len(radars) == 5 and len({r.topic for r in radars}) == 5 and len({r.frame_id for r in radars}) == 5
+    for name, spec in default.sensors.items():  # nothing of the default rig changed
+        other = surround.sensors[name]
+        assert (other.modality, other.topic, other.frame_id) == (spec.modality, spec.topic, spec.frame_id)
+        np.testing.assert_array_equal(other.extrinsic, spec.extrinsic)
+    grid = BevGrid()
+    x, y = grid.cell_centres(stride=2)  # coverage masks are at feature resolution
+    near = (np.hypot(x, y) >= 6.0) & (np.hypot(x, y) <= 50.0)  # the scored range, the car's own blind ring out
+    assert grid.modality_coverage(radars)[near].all()
+    assert grid.modality_coverage(default.of(Modality.RADAR))[near].mean() < 0.4
+    yaws = sorted(round(np.degrees(np.arctan2(r.extrinsic[1, 0], r.extrinsic[0, 0]))) for r in radars)
+    assert yaws == [-160, -80, 0, 80, 160]

@@ -272,3 +272,26 @@ def test_checkpoints_from_before_gate_context_load_as_the_local_gate(data, tmp_p
     r = train(_cfg(data, tmp_path / "b", epochs=2, net=NetConfig(**{**SMALL.to_dict(), "gate_context": 0})),
               resume=True, log=lambda *_: None)
     assert [h["epoch"] for h in r["history"]] == [1, 2]
+
+
+def test_several_dataset_folders_are_pooled_and_named(data, tmp_path) -> None:
+    """`--data A B`: one set of weights for two rigs. Both folders' shards train, the provenance names them."""
+    other = tmp_path / "other"
+    for split, n, seed in (("train", 4, 7), ("val", 4, 8)):
+        (other / split).mkdir(parents=True)
+        synthetic_shard(other / split / "a.npz", n, seed=seed)  # same file name as in `data`
+    pooled = ShardDataset.from_dirs([data, other], "train")
+    assert len(pooled) == 8 + 4 and len(pooled.files) == 2
+    assert pooled.provenance()["shards"] == [f"{data.name}/a.npz", "other/a.npz"]
+    assert pooled.provenance()["seeds"] == [1, 7]
+    assert ShardDataset.from_dir(data, "train").provenance()["shards"] == ["a.npz"]  # one folder: plain names
+    with pytest.raises(DataError, match="no dataset folders"):
+        ShardDataset.from_dirs([], "train")
+    with pytest.raises(DataError, match="no val shards under .*nothing"):
+        ShardDataset.from_dirs([data, tmp_path / "nothing"], "val")
+
+    cfg = _cfg((data, other), tmp_path / "run", epochs=1)
+    assert cfg.to_dict()["data"] == [str(data), str(other)] and _cfg(data, tmp_path).to_dict()["data"] == str(data)
+    r = train(cfg, log=lambda *_: None)
+    assert r["history"][-1]["step"] == 3  # 12 samples in batches of 4: both folders were used
+    assert r["provenance"]["train"]["seeds"] == [1, 7] and r["provenance"]["val"]["seeds"] == [2, 8]

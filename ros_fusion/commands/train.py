@@ -15,6 +15,9 @@ EXAMPLE = """examples:
       # fine-tune with an extra camera-only loss
   ros-fusion train --data data/ --out runs/gate --init runs/fusion/last.pt --train-only fusion --epochs 3 --lr 1e-3
       # retrain only the gated fusion (adds the gate's scene-wide context to an older checkpoint)
+  ros-fusion train --data data/v5 data/sr --out runs/rigs --init runs/fusion/last.pt \
+      --train-only radar,fusion,head --epochs 3 --lr 1e-3
+      # one set of weights for two rigs: the same drives with a front radar and with five radars
 
 DATA holds train/*.npz and val/*.npz shards (the dataset generator writes them; test seeds
 stay out of both). Checkpoints: OUT/last.pt after every epoch (what --resume reads) and
@@ -36,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--data", type=Path, metavar="DIR", help="dataset folder with train/ and val/ shards")
+    p.add_argument("--data", type=Path, nargs="+", metavar="DIR",
+                   help="dataset folder(s) with train/ and val/ shards; several are pooled (e.g. the same drives "
+                        "recorded with two rigs, so one set of weights serves both)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="instead of --data, write N toy samples (N/4 for validation) into OUT/synthetic and train on "
                         "them: a smoke test of the loop, not a model")
@@ -117,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("train", f"--init {args.init}: no such checkpoint")
     if args.init is not None and args.resume and (args.out / "last.pt").is_file():
         print(f"--resume: continuing {args.out / 'last.pt'}; --init {args.init} only applies to a fresh run")
-    cfg = TrainConfig(data=Path(data), out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    datasets = tuple(data) if isinstance(data, list) else (Path(data),)
+    cfg = TrainConfig(data=datasets, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, p_all=args.p_all,
                       p_no_prev_sweep=args.p_no_prev_sweep,
                       max_steps=args.max_steps, threads=args.threads, device=args.device,

@@ -36,7 +36,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,13 @@ class ShardDataset:
             raise DataError(f"no {split} shards under {root} (expected {root}/{split}/*.npz)")
         return cls(files)
 
+    @classmethod
+    def from_dirs(cls, roots: Sequence[Path], split: str) -> ShardDataset:
+        """The shards of one split from several dataset folders, e.g. the same drives seen by two rigs."""
+        if not roots:
+            raise DataError("no dataset folders given")
+        return cls([f for root in roots for f in cls.from_dir(Path(root), split).files])
+
     def __len__(self) -> int:
         return sum(self.sizes)
 
@@ -140,7 +147,11 @@ class ShardDataset:
         seeds = sorted({int(s) for m in self.meta for s in np.atleast_1d(m.get("seeds", m.get("seed", [])))})
         scenarios = sorted({str(s) for m in self.meta for s in np.atleast_1d(m.get("scenarios",
                                                                                      m.get("scenario", [])))})
-        return {"shards": [f.name for f in self.files], "samples": len(self), "seeds": seeds, "scenarios": scenarios}
+        rigs = sorted({str(m["rig"]) for m in self.meta if "rig" in m})
+        # Shard names repeat across dataset folders (one drive, two rigs): name the folder when there are several.
+        several = len({f.parent for f in self.files}) > 1
+        shards = [f"{f.parent.parent.name}/{f.name}" if several else f.name for f in self.files]
+        return {"shards": shards, "samples": len(self), "seeds": seeds, "scenarios": scenarios, "rigs": rigs}
 
 
 def synthetic_shard(path: Path, n: int, seed: int) -> Path:
@@ -206,7 +217,7 @@ def synthetic_shard(path: Path, n: int, seed: int) -> Path:
 
 @dataclass
 class TrainConfig:
-    data: Path
+    data: Path | tuple[Path, ...]  # one dataset folder or several (their shards are pooled)
     out: Path
     epochs: int = 20
     batch_size: int = 4
@@ -230,13 +241,22 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        self.data = (Path(self.data),) if isinstance(self.data, (str, Path)) else tuple(Path(d) for d in self.data)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["data"], d["out"] = str(self.data), str(self.out)
+        data = [str(p) for p in self.datasets]
+        d["data"], d["out"] = data[0] if len(data) == 1 else data, str(self.out)
         d["aux_single"] = list(self.aux_single)
         d["init"] = None if self.init is None else str(self.init)
         d["train_only"] = list(self.train_only)
         return d
+
+    @property
+    def datasets(self) -> tuple[Path, ...]:
+        """The dataset folders, always as a tuple."""
+        return self.data if isinstance(self.data, tuple) else (Path(self.data),)
 
     def frozen_parts(self) -> list[str]:
         """The network parts `train_only` leaves out (checks the names)."""
@@ -497,8 +517,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
     """Train (or resume) into `cfg.out`; returns {'history', 'provenance', 'checkpoint', 'parameters'}."""
     torch.set_num_threads(cfg.threads or default_threads())
     device = pick_device(cfg.device)
-    train_data = ShardDataset.from_dir(cfg.data, "train")
-    val_data = ShardDataset.from_dir(cfg.data, "val")
+    train_data = ShardDataset.from_dirs(cfg.datasets, "train")
+    val_data = ShardDataset.from_dirs(cfg.datasets, "val")
     cfg.out.mkdir(parents=True, exist_ok=True)
     aux = cfg.aux()
     frozen = cfg.frozen_parts()
