@@ -312,3 +312,28 @@ def test_pipeline_detections_scored_by_nuscenes_devkit_agree() -> None:
     theirs = devkit_map(frames, tuple(_model()[0].classes))["mAP"]
     assert np.isfinite(ours) and ours > 0.05  # a real result, not an empty one
     assert abs(ours - theirs) <= 0.01, (ours, theirs)
+
+
+def test_a_missing_radar_of_several_takes_its_sector_out_of_the_radar_coverage() -> None:
+    """Surround rig, rear radars withheld for a second: the network is told radar no longer sees behind."""
+    rig = load_rig(share_dir() / "config" / "rig_surround.yaml")
+    model, backend = _model()
+    seen: list[tuple[int, np.ndarray]] = []
+
+    class Recording(FusionPipeline):  # records what the network was given; computes nothing itself
+        def run(self, prep, **kw):
+            seen.append((prep.t_ns, self.coverage(prep)[2]))
+            return super().run(prep, **kw)
+
+    pipe = Recording(rig, model, backend, PipelineConfig.from_manifest(model.raw))
+    events = ((e.topic, e.publish_ns, e.payload) for e in simulate_drive(rig, "urban", 3, 2.6))
+    cfg = BagEvalConfig(drops=[DropSpec(("radar_back_left", "radar_back_right"), 1.0, 2.0)],
+                        settings=EngineSettings())
+    evaluate_bag(events, rig, pipe, cfg, name="t", start_ns=SIM_EPOCH_NS)
+    i, j = pipe.pre.grid.cell_index(np.array([-30.0]), np.array([0.0]), 2)  # straight behind the car
+    behind = {round((t - SIM_EPOCH_NS) / NS_PER_S, 1): float(c[i[0], j[0]]) for t, c in seen}
+    before = [v for t, v in behind.items() if 0.5 <= t < 1.0]
+    during = [v for t, v in behind.items() if 1.2 <= t < 1.9]
+    after = [v for t, v in behind.items() if 2.3 <= t < 2.5]  # the bag ends at 2.6 s
+    assert before and during and after
+    assert before == [1.0] * len(before) and during == [0.0] * len(during) and after == [1.0] * len(after)

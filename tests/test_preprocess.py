@@ -151,3 +151,33 @@ def test_imu_window_resamples_and_rotates() -> None:
     assert (short[:-2, 2] == short[0, 2]).all()
     bad = [ImuSample(T, "imu_link", np.array([np.nan, 0, 0]), np.zeros(3))]
     assert not imu_window(bad, T).any() and not imu_window([], T).any()
+
+
+def test_radar_coverage_is_that_of_the_radars_in_the_bundle() -> None:
+    """Five radars, the rear two missing: the gate must not trust radar where only the missing ones look."""
+    from pathlib import Path
+
+    surround = load_rig(Path(__file__).resolve().parent.parent / "config" / "rig_surround.yaml")
+    pre5 = Preprocessor(surround)
+    frame = full_frame(surround)
+    everyone = pre5.build(frame).arrays["coverage"][RADAR]
+    names = sorted(s.name for s in surround.of("radar"))
+    frame.radar_sensors = names
+    np.testing.assert_array_equal(pre5.build(frame).arrays["coverage"][RADAR], everyone)  # all named = None
+    frame.radar_sensors = [n for n in names if not n.startswith("radar_back")]
+    without = pre5.build(frame).arrays["coverage"][RADAR]
+    lost = everyone - without
+    assert lost.min() == 0 and lost.sum() > 0
+    i, j = pre5.grid.cell_index(np.array([-30.0]), np.array([0.0]), 2)  # straight behind: only the rear radars
+    assert everyone[i[0], j[0]] == 1 and without[i[0], j[0]] == 0
+    frame.radar_sensors = ["radar_front"]
+    front_only = pre5.build(frame).arrays["coverage"][RADAR]
+    np.testing.assert_array_equal(front_only, pre5.grid.sensor_coverage(surround.sensors["radar_front"]))
+    frame.radar_sensors = ["radar_roof"]
+    with pytest.raises(RejectedInput, match="radar_roof"):
+        pre5.build(frame)
+    frame.radar_sensors = []
+    with pytest.raises(RejectedInput, match="no radar"):
+        pre5.build(frame)
+    frame.radar_sensors = ["anything"]  # no rig: coverage is everywhere and names are not checked
+    assert Preprocessor().build(frame).arrays["coverage"][RADAR].all()

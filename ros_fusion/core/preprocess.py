@@ -49,6 +49,8 @@ class SensorFrame:
     `lidar_prev_intensity` the sweep before it, deskewed to the same T (None: no previous
     sweep, its raster channels stay 0; `network_io.LIDAR_SWEEPS`); `radar_xyz` (M, 3),
     `radar_rcs` (M,) dBsm, `radar_v_comp` (M,) ego-compensated radial velocity m/s;
+    `radar_sensors` the rig names of the radars whose scans those are (None: all of the rig's
+    radars), so that with one of several radars missing the radar coverage is that of the others;
     `cameras` one entry per camera slot of the rig (None = that camera missing);
     `imu` recent samples (any order; only those ≤ T are used). A modality is present
     when its data is not None (and, for cameras, at least one slot has an image).
@@ -62,6 +64,7 @@ class SensorFrame:
     radar_xyz: np.ndarray | None = None
     radar_rcs: np.ndarray | None = None
     radar_v_comp: np.ndarray | None = None
+    radar_sensors: Sequence[str] | None = None
     cameras: Sequence[CameraFrame | None] = ()
     imu: Sequence[ImuSample] = ()
     #: The LiDAR input (`lidar_input`) when it was already built at this `stamp_ns` (pipelining:
@@ -92,10 +95,13 @@ class Preprocessor:
     def __init__(self, rig: Rig | None = None, grid: BevGrid | None = None, n_cameras: int | None = None,
                  intensity_scale: float = 255.0) -> None:
         self.grid = grid or BevGrid()
+        self.radar_sensor_coverage: dict[str, np.ndarray] | None = None  # no rig, no sectors
         if rig is not None:
             self.camera_names = sorted(s.name for s in rig.of(Modality.CAMERA))
             self.lidar_coverage = self.grid.modality_coverage(rig.of(Modality.LIDAR))
             self.radar_coverage = self.grid.modality_coverage(rig.of(Modality.RADAR))
+            # Each radar's own sector: a bundle missing some radars covers only the others' (`radar_input_coverage`).
+            self.radar_sensor_coverage = {s.name: self.grid.sensor_coverage(s) for s in rig.of(Modality.RADAR)}
             imus = rig.of(Modality.IMU)
             self.imu_extrinsic = imus[0].extrinsic if imus else None
         else:
@@ -107,6 +113,18 @@ class Preprocessor:
         if not 1 <= self.n_cameras <= nio.MAX_CAMERAS:
             raise ValueError(f"n_cameras must be 1..{nio.MAX_CAMERAS}, got {self.n_cameras}")
         self.intensity_scale = float(intensity_scale)
+
+    def radar_input_coverage(self, sensors: Sequence[str] | None) -> np.ndarray:
+        """BEV coverage of the radars named (None: every radar of the rig; without a rig: everywhere)."""
+        if sensors is None or self.radar_sensor_coverage is None:
+            return self.radar_coverage
+        unknown = sorted(set(sensors) - set(self.radar_sensor_coverage))
+        if unknown:
+            raise RejectedInput("unknown_sensor", f"radar scans from {unknown}, which the rig does not have "
+                                f"(radars: {sorted(self.radar_sensor_coverage)})", "radar")
+        if not sensors:
+            raise RejectedInput("missing_field", "radar points from no radar (radar_sensors is empty)", "radar")
+        return np.maximum.reduce([self.radar_sensor_coverage[n] for n in sensors])
 
     def lidar_input(self, xyz: np.ndarray, intensity: np.ndarray | None = None,
                     prev_xyz: np.ndarray | None = None, prev_intensity: np.ndarray | None = None) -> np.ndarray:
@@ -152,7 +170,7 @@ class Preprocessor:
                 raise RejectedInput("missing_field", "radar points need rcs and v_comp", "radar")
             radar = g.radar_raster(frame.radar_xyz, frame.radar_rcs, frame.radar_v_comp)
             present[MODALITY_INDEX["radar"]] = 1.0
-            coverage[MODALITY_INDEX["radar"]] = self.radar_coverage
+            coverage[MODALITY_INDEX["radar"]] = self.radar_input_coverage(frame.radar_sensors)
 
         if len(frame.cameras) > nc:
             raise RejectedInput("too_many", f"{len(frame.cameras)} cameras for a {nc}-camera network", "cameras")

@@ -572,6 +572,7 @@ class FusionPipeline:
                  frame.lidar_prev_intensity) = self._lidar_at(members, T, prep)
             elif mod == "radar":
                 frame.radar_xyz, frame.radar_rcs, frame.radar_v_comp = self._radar_at(members, T)
+                frame.radar_sensors = [spec.name for spec, _ in members]
             elif mod == "camera":
                 frame.cameras = self._cameras_at(members, T)
         return frame

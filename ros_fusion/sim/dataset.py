@@ -181,7 +181,7 @@ class DriveSamples:
         xyz = deskew_lidar(cloud.xyz(), _point_times_ns(cloud), T, motion, self.lidar.extrinsic)
         prev_xyz = (None if prev is None else
                     deskew_lidar(prev.xyz(), _point_times_ns(prev), T, motion, self.lidar.extrinsic))
-        r_xyz, r_rcs, r_v = [], [], []
+        r_xyz, r_rcs, r_v, r_names = [], [], [], []
         for spec in self.radars:
             scan = _matched(radars[spec.name], T, self.sync[spec.name])
             if scan is not None:
@@ -190,6 +190,7 @@ class DriveSamples:
                 r_xyz.append(a)
                 r_rcs.append(np.asarray(scan.points["rcs"], np.float64))
                 r_v.append(c)
+                r_names.append(spec.name)
         camera_frames: list[CameraFrame | None] = []
         small = np.zeros((self.pre.n_cameras, nio.CAM_H, nio.CAM_W, 3), np.uint8)
         for k, spec in enumerate(self.cameras):
@@ -210,6 +211,7 @@ class DriveSamples:
             radar_xyz=np.concatenate(r_xyz) if r_xyz else None,
             radar_rcs=np.concatenate(r_rcs) if r_rcs else None,
             radar_v_comp=np.concatenate(r_v) if r_v else None,
+            radar_sensors=r_names,
             cameras=camera_frames,
             imu=list(imu),
         )
