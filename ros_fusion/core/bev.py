@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -265,9 +266,13 @@ class BevGrid:
 
     def modality_coverage(self, specs: list[SensorSpec]) -> np.ndarray:
         """Union of `sensor_coverage` over several sensors of one modality (zeros if none)."""
+        return self.coverage_union(self.sensor_coverage(s) for s in specs)
+
+    def coverage_union(self, masks: Iterable[np.ndarray]) -> np.ndarray:
+        """Cell-wise maximum of feature-resolution coverage masks (zeros if none)."""
         out = np.zeros(self.shape(self.stride), np.float32)
-        for s in specs:
-            out = np.maximum(out, self.sensor_coverage(s))
+        for m in masks:
+            np.maximum(out, m, out=out)
         return out
 
 

@@ -99,9 +99,9 @@ class Preprocessor:
         if rig is not None:
             self.camera_names = sorted(s.name for s in rig.of(Modality.CAMERA))
             self.lidar_coverage = self.grid.modality_coverage(rig.of(Modality.LIDAR))
-            self.radar_coverage = self.grid.modality_coverage(rig.of(Modality.RADAR))
             # Each radar's own sector: a bundle missing some radars covers only the others' (`radar_input_coverage`).
             self.radar_sensor_coverage = {s.name: self.grid.sensor_coverage(s) for s in rig.of(Modality.RADAR)}
+            self.radar_coverage = self.grid.coverage_union(self.radar_sensor_coverage.values())
             imus = rig.of(Modality.IMU)
             self.imu_extrinsic = imus[0].extrinsic if imus else None
         else:
@@ -124,7 +124,7 @@ class Preprocessor:
                                 f"(radars: {sorted(self.radar_sensor_coverage)})", "radar")
         if not sensors:
             raise RejectedInput("missing_field", "radar points from no radar (radar_sensors is empty)", "radar")
-        return np.maximum.reduce([self.radar_sensor_coverage[n] for n in sensors])
+        return self.grid.coverage_union(self.radar_sensor_coverage[n] for n in sensors)
 
     def lidar_input(self, xyz: np.ndarray, intensity: np.ndarray | None = None,
                     prev_xyz: np.ndarray | None = None, prev_intensity: np.ndarray | None = None) -> np.ndarray:

@@ -241,9 +241,6 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        self.data = (Path(self.data),) if isinstance(self.data, (str, Path)) else tuple(Path(d) for d in self.data)
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         data = [str(p) for p in self.datasets]
@@ -256,7 +253,7 @@ class TrainConfig:
     @property
     def datasets(self) -> tuple[Path, ...]:
         """The dataset folders, always as a tuple."""
-        return self.data if isinstance(self.data, tuple) else (Path(self.data),)
+        return (Path(self.data),) if isinstance(self.data, (str, Path)) else tuple(Path(d) for d in self.data)
 
     def frozen_parts(self) -> list[str]:
         """The network parts `train_only` leaves out (checks the names)."""
