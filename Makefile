@@ -11,11 +11,13 @@ TRAIN_STAMP := $(VENV_ABS)/.ros_fusion-train-installed
 RUNENV := AMENT_PREFIX_PATH=$(VENV_ABS) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
           FASTDDS_DEFAULT_PROFILES_FILE=$${FASTDDS_DEFAULT_PROFILES_FILE:-$(CURDIR)/config/fastdds.xml}
 
-.PHONY: help venv venv-train system-deps demo test lint bench colcon clean
+.PHONY: help venv venv-train system-deps demo run test lint docs bench colcon clean
 
 help:
 	@echo "make demo    simulate a drive, run it live through the node graph, print what the node saw"
 	@echo "make test    lint + the test suite (what CI runs)"
+	@echo "make run ARGS='eval drive.mcap'   any ros-fusion command in the venv"
+	@echo "make docs    regenerate the parameter file, its schema and the README table from ros/params.py"
 	@echo "make bench   conversion and simulator benchmarks (pytest-benchmark)"
 	@echo "make colcon  colcon build of the package (ROS mode) into build/ install/"
 
@@ -28,10 +30,13 @@ system-deps:
 	fi
 
 $(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg package.xml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV_ABS)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@echo "setting up $(VENV): pip install -r requirements.txt -r requirements-dev.txt, then this package (editable)"
+	@start=$$(date +%s); \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_ABS) || exit 1; \
+	$(PY) -m pip install -q --upgrade pip && \
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt && \
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . || exit 1; \
+	echo "virtual environment $(VENV) ready in $$(( $$(date +%s) - start )) s"
 	@touch $(STAMP)
 
 venv: system-deps $(STAMP)
@@ -48,8 +53,15 @@ venv-train: venv $(TRAIN_STAMP)
 demo: venv
 	$(RUNENV) $(PY) -m ros_fusion.cli demo $(ARGS)
 
+run: venv
+	$(RUNENV) $(PY) -m ros_fusion.cli $(ARGS)
+
 lint: venv
 	$(VENV_ABS)/bin/ruff check .
+	$(RUNENV) $(PY) -m ros_fusion.ros.param_docs --check
+
+docs: venv
+	$(RUNENV) $(PY) -m ros_fusion.ros.param_docs --write
 
 test: venv-train lint
 	$(RUNENV) $(PY) -m pytest -q $(ARGS)

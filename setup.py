@@ -46,6 +46,7 @@ setup(
         "mcap>=1.1",
         "mcap-ros2-support>=0.5",
         "rich>=13",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "sim": ["open3d-cpu>=0.18"],

@@ -240,3 +240,25 @@ def test_unknown_sync_reference_fails_configure() -> None:
     finally:
         n.destroy_node()
         ctx.try_shutdown()
+
+
+def test_configure_warms_up_every_stage_before_active(node: FusionNode) -> None:
+    """The fixture's node configured with the default warm_up_rounds: the warm-up ran and is reported."""
+    assert node.warm_up_ms is not None and node.warm_up_ms > 0
+    assert node.fusion_values(set())["warm_up_ms"] == round(node.warm_up_ms, 1)
+    # ... and left nothing behind: no bundle fused, no mode switch, no pipeline counter.
+    assert node.engine is not None and node.engine.counters.get("bundles_fused", 0) == 0
+    assert not node.engine.pipeline.policy.switches and not node.engine.pipeline.counters
+
+
+def test_warm_up_rounds_zero_skips_the_warm_up() -> None:
+    ctx = rclpy.Context()
+    rclpy.init(args=["--ros-args", "-p", "warm_up_rounds:=0"], context=ctx, domain_id=53)
+    n = FusionNode(context=ctx)
+    try:
+        assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert n.warm_up_ms is None
+        assert "warm_up_ms" not in n.fusion_values(set())
+    finally:
+        n.destroy_node()
+        ctx.try_shutdown()

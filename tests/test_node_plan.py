@@ -11,11 +11,15 @@ import pytest
 import yaml
 
 from ros_fusion.core.rig import ConfigError
+from ros_fusion.paths import default_rig_path
 from ros_fusion.ros.node_plan import LaunchArgs, NodeSpec, plan_nodes
+from ros_fusion.ros.params import PARAM_SPECS
 from ros_fusion.ros.supervisor import node_command
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = ROOT / "launch" / "fusion.launch.py"
+PARAM_FILE = ROOT / "config" / "fusion.param.yaml"
+DEFAULTS = {s.name: s.default for s in PARAM_SPECS}
 
 
 def test_plan_is_pure_and_complete():
@@ -94,6 +98,103 @@ def test_ros_arguments_round_trip_parameters_as_yaml():
     parsed = {k: yaml.safe_load(v) for k, v in params.items()}
     assert parsed == {"s": "true", "e": "", "f": 1.0, "i": 3, "b": False, "l": [1, 2]}
     assert node_command(spec, "py")[:3] == ["py", "-m", "m"]
+
+
+# --- parameters: the params_file, then the config's overrides --------------------------------
+def _fusion(args: LaunchArgs) -> NodeSpec:
+    (spec,) = [s for s in plan_nodes(args, base_env={}) if s.name == "fusion_node"]
+    return spec
+
+
+def _config(tmp_path: Path, node_extra: dict, params_text: str | None = None) -> Path:
+    """A fusion.yaml in tmp_path (plus fusion.param.yaml next to it when `params_text` is given)."""
+    cfg = yaml.safe_load((ROOT / "config" / "fusion.yaml").read_text())
+    cfg["nodes"]["fusion_node"].update(node_extra)
+    for k in [k for k, v in node_extra.items() if v is None]:
+        del cfg["nodes"]["fusion_node"][k]
+    if params_text is not None:
+        (tmp_path / "fusion.param.yaml").write_text(params_text)
+    path = tmp_path / "fusion.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_shipped_config_gives_the_defaults():
+    cfg = yaml.safe_load((ROOT / "config" / "fusion.yaml").read_text())
+    assert cfg["nodes"]["fusion_node"]["params_file"] == "fusion.param.yaml"
+    assert not cfg["nodes"]["fusion_node"].get("parameters")  # values live in the params file only
+    params = _fusion(LaunchArgs()).parameters
+    expected = {**DEFAULTS, "rig_file": str(default_rig_path().resolve()), "backend": "onnxruntime",
+                "use_sim_time": False}
+    assert params == expected
+    assert [type(v) for v in params.values()] == [type(v) for v in expected.values()]
+    assert list(params) == [*DEFAULTS, "use_sim_time"]
+
+
+def test_params_file_is_relative_to_the_config_and_overrides_win(tmp_path):
+    text = PARAM_FILE.read_text().replace("/**:", "fusion_node:").replace("score_threshold: 0.1 ",
+                                                                         "score_threshold: 0.3 ")
+    config = _config(tmp_path, {"parameters": {"strategy": "late", "max_age_s": 2.5}}, text)
+    params = _fusion(LaunchArgs(config_file=str(config), backend="torch", use_sim_time=True)).parameters
+    assert params["score_threshold"] == 0.3  # from the params file next to the config
+    assert params["strategy"] == "late" and params["max_age_s"] == 2.5  # overrides
+    assert params["backend"] == "torch" and params["use_sim_time"] is True  # launch arguments
+    assert params["inference_threads"] == 2
+
+
+def test_node_name_entry_later_in_the_file_wins(tmp_path):
+    text = ("/**:\n  ros__parameters:\n    strategy: intermediate\n    inference_threads: 4\n"
+            "fusion_node:\n  ros__parameters:\n    strategy: late\n")
+    params = _fusion(LaunchArgs(config_file=str(_config(tmp_path, {}, text)))).parameters
+    assert params["strategy"] == "late" and params["inference_threads"] == 4
+    assert "rig_file" not in params  # only what the file and overrides set (+ use_sim_time)
+    # rcl applies matching entries in file order, so a '/**' after the node's entry wins
+    # (tests/test_node_params.py checks this against rclpy itself).
+    reverse = "fusion_node:\n  ros__parameters:\n    strategy: late\n/**:\n  ros__parameters:\n    strategy: auto\n"
+    sub = tmp_path / "reverse"
+    sub.mkdir()
+    assert _fusion(LaunchArgs(config_file=str(_config(sub, {}, reverse)))).parameters["strategy"] == "auto"
+
+
+def test_overrides_only_without_params_file(tmp_path):
+    config = _config(tmp_path, {"params_file": None, "parameters": {"rig_file": "", "strategy": "late"}})
+    params = _fusion(LaunchArgs(config_file=str(config))).parameters
+    assert params == {"rig_file": str(default_rig_path().resolve()), "strategy": "late", "use_sim_time": False}
+
+
+@pytest.mark.parametrize(
+    ("node_extra", "params_text", "key", "needle"),
+    [
+        ({"params_file": "nope.param.yaml"}, None, "nodes.fusion_node.params_file", "nope.param.yaml"),
+        ({"params_file": ""}, None, "nodes.fusion_node.params_file", "fusion.yaml"),
+        ({}, "/**:\n  ros__parameters: [\n", "<yaml>", "fusion.param.yaml"),
+        ({}, "/**:\n  score_threshold: 0.2\n", "/**/score_threshold", "fusion.param.yaml"),
+        ({}, "other_node:\n  ros__parameters:\n    strategy: late\n", "<root>", "fusion.param.yaml"),
+        ({}, "/**:\n  ros__parameters:\n    inference_threads: 2.5\n", "inference_threads", "fusion.param.yaml"),
+        ({}, "/**:\n  ros__parameters:\n    score_threshold: 1\n", "score_threshold", "write 1.0, not 1"),
+        ({}, "/**:\n  ros__parameters:\n    scor_threshold: 0.2\n", "scor_threshold", "unknown parameter"),
+        ({"parameters": {"strategy": "early"}}, None, "nodes.fusion_node.parameters.strategy", "fusion.yaml"),
+        ({"parameters": ["strategy"]}, None, "nodes.fusion_node.parameters", "mapping"),
+    ],
+)
+def test_bad_params_file_or_override_names_file_and_key(tmp_path, node_extra, params_text, key, needle):
+    if params_text is None and "params_file" not in node_extra:
+        node_extra = {**node_extra, "params_file": str(PARAM_FILE)}
+    config = _config(tmp_path, node_extra, params_text)
+    with pytest.raises(ConfigError) as e:
+        plan_nodes(LaunchArgs(config_file=str(config)), base_env={})
+    assert e.value.key == key
+    assert needle in str(e.value)
+
+
+def test_plan_parameters_survive_the_command_line():
+    # pip mode passes them as -p k:=v; each must read back with its type (doubles keep their '.').
+    spec = _fusion(LaunchArgs())
+    args = spec.ros_arguments()
+    passed = [args[i + 1] for i, a in enumerate(args) if a == "-p"]
+    parsed = {k: yaml.safe_load(v) for k, v in (a.split(":=", 1) for a in passed)}
+    assert parsed == spec.parameters
+    assert all(type(parsed[k]) is type(v) for k, v in spec.parameters.items())
 
 
 # --- the launch file builds exactly the plan -----------------------------------------------

@@ -101,16 +101,16 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None and args.output.is_dir():
         return fail("bench", f"-o {args.output} is a directory: give a file name for the JSON report")
 
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..console import make_console
     from ..core.rig import ConfigError, load_rig
     from ..eval import bench as B
     from ..paths import default_rig_path
     from ..runtime.backends import BackendUnavailable
     from .eval import load_model_and_backend
 
-    console = Console(quiet=args.quiet)
+    console = make_console(quiet=args.quiet)
     try:
         model, backend = load_model_and_backend(args.models, args.backend, cfg.threads)
         rig = load_rig(default_rig_path())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -257,6 +256,10 @@ def _fusion_report(metrics: dict[str, Any], console) -> None:
                       f"p95 {e2e['p95']:.1f} ms, p99 {e2e['p99']:.1f} ms, max {e2e['max']:.1f} ms over "
                       f"{int(e2e['n'])} outputs; frames without output: {live.get('frames_without_output')}, "
                       f"bundles dropped (busy): {live.get('bundles_dropped_busy')}")
+    if live.get("startup"):
+        from ..eval.report import describe_startup
+
+        console.print(describe_startup(live["startup"]))
 
 
 def _bev_scene(bag: Path, records: list[Any], rig, classes: tuple[str, ...]) -> Any:
@@ -285,15 +288,22 @@ def _bev_scene(bag: Path, records: list[Any], rig, classes: tuple[str, ...]) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    """The demo, then its wall time and exit status on one line (what a first run on a new machine costs)."""
+    from ..console import make_console
 
+    console = make_console()
+    t0 = time.monotonic()
+    rc = _demo(args, console)
+    console.print(f"demo {'finished' if rc == 0 else 'FAILED'} in {time.monotonic() - t0:.1f} s (exit {rc})")
+    return rc
+
+
+def _demo(args: argparse.Namespace, console: Any) -> int:
     from ..core.rig import ConfigError, load_rig
     from ..paths import default_rig_path
     from ..ros.live_run import LiveRun
     from .simulate import simulate_to_bag
 
-    # A report table needs room; piped output would otherwise wrap at 80 columns.
-    console = Console(width=max(shutil.get_terminal_size((150, 24)).columns, 150))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.domain_id is not None:
         os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
@@ -335,7 +345,8 @@ def run(args: argparse.Namespace) -> int:
         if err:
             console.print(f"[red]{err}[/red]")
             return 1
-        console.print("fusion_node is up; replaying the drive in real time")
+        warm = f" (warm-up {float(live.warm_up_ms):.0f} ms: every stage ran once)" if live.warm_up_ms else ""
+        console.print(f"fusion_node is active{warm}; replaying the drive in real time")
         total = args.duration
         with console.status("") as status:
             def tick(mon: Any) -> None:

@@ -184,16 +184,16 @@ def _evaluate_bags(args: argparse.Namespace, model: Any, backend: Any, overrides
 def run_fit_policy(args: argparse.Namespace) -> int:
     """Two passes over validation bags: calibration, then the policy table from the robustness matrix."""
     import yaml
-    from rich.console import Console
 
     from ..bag.errors import BagError
+    from ..console import make_console
     from ..core.rig import ConfigError
     from ..eval.bag_eval import BagEvalConfig, collect_metrics
     from ..eval.policy_fit import fit_calibration, fusion_block, policy_from_matrix
     from ..eval.report import render_console
     from ..runtime.backends import BackendUnavailable
 
-    console = Console(quiet=args.quiet)
+    console = make_console(quiet=args.quiet)
     try:
         model, backend = load_model_and_backend(args.models, args.backend, args.threads)
         console.print("pass 1/2: each modality's own detections → score calibration")
@@ -221,15 +221,14 @@ def run_fit_policy(args: argparse.Namespace) -> int:
 
 
 def run_offline(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ..bag.errors import BagError
+    from ..console import make_console
     from ..core.rig import ConfigError
     from ..eval.bag_eval import BagEvalConfig, collect_metrics, fault_response
     from ..eval.report import render_console, write_outputs
     from ..runtime.backends import BackendUnavailable
 
-    console = Console(stderr=False, quiet=args.quiet)
+    console = make_console(quiet=args.quiet)
     rejected_messages: dict[str, int] = {}
     try:
         model, backend = load_model_and_backend(args.models, args.backend, args.threads)

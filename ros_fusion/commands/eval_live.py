@@ -37,8 +37,13 @@ def _node_config(strategy: str, params: list[str], out_dir: Path) -> str:
     from ..paths import share_dir
     from ..ros.params import SPECS_BY_NAME
 
-    cfg = yaml.safe_load((share_dir() / "config" / "fusion.yaml").read_text())
-    node = cfg["nodes"]["fusion_node"]["parameters"]
+    config_dir = share_dir() / "config"
+    cfg = yaml.safe_load((config_dir / "fusion.yaml").read_text())
+    entry = cfg["nodes"]["fusion_node"]
+    if entry.get("params_file"):  # relative to the shipped config's folder, not to out_dir
+        entry["params_file"] = str(config_dir / entry["params_file"])
+    node = entry.setdefault("parameters", {}) or {}
+    entry["parameters"] = node
     node["strategy"] = strategy
     for item in params:
         key, sep, text = item.partition("=")
@@ -115,8 +120,9 @@ def score_live(bag_name: str, gt_msgs: list[tuple[int, bytes]], outputs: list[tu
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import PointCloud2
 
+    from ..core.types import NS_PER_S
     from ..eval.bag_eval import BagEvalConfig, BagRun, collect_metrics, fault_response
-    from ..eval.report import latency_stats
+    from ..eval.report import STARTUP_WINDOW_S, latency_stats, startup_latency
     from ..ros.obstacles import pointcloud2_to_obstacles
 
     shift = int(pointcloud2_to_obstacles(deserialize_message(gt_msgs[0][1], PointCloud2)).stamp_ns) - first_gt_ns
@@ -127,22 +133,28 @@ def score_live(bag_name: str, gt_msgs: list[tuple[int, bytes]], outputs: list[tu
     # Per-stage timings are in the node's diagnostics (p50 of its window), not in its outputs.
     metrics["latency_ms"] = lat | {k.replace("latency_ms_p50.", "node_p50."): {"p50": float(v)}
                                    for k, v in diag.items() if k.startswith("latency_ms_p50.")}
+    # Start-up: the first STARTUP_WINDOW_S of drive (from the first ground-truth frame) against the rest.
+    t0_s = min(r.drive_s for r in records)
+    startup = startup_latency([(int(o.stamp_ns) - shift - start_ns) / NS_PER_S - t0_s for _, o in outputs],
+                              latencies)
+    startup["frames_without_output_first"] = sum(
+        1 for r in records if r.mode == "missing" and r.drive_s - t0_s < STARTUP_WINDOW_S)
     metrics["live"] = {
         "outputs": len(outputs), "ground_truth_frames": len(gt_msgs), "frames_without_output": unmatched,
         "bundles_dropped_busy": int(diag.get("bundles_dropped_busy", 0) or 0),
         "bundles_failed": int(diag.get("bundles_failed", 0) or 0),
         "end_to_end_ms": lat.get("end_to_end", {}),
+        "startup": startup,
     }
     metrics["faults"] = fault_response(run, faults, rig)
     return metrics, records
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from ..console import make_console
     from ..core.rig import ConfigError
     from ..eval.bag_eval import BagEvalConfig, collect_metrics, evaluate_bag
-    from ..eval.report import render_console, write_outputs
+    from ..eval.report import describe_startup, render_console, write_outputs
     from ..ros.bag_io import read_payloads
     from ..ros.live_run import LiveRun
     from ..runtime.pipeline import FusionPipeline, PipelineConfig
@@ -154,7 +166,7 @@ def run_live(args: argparse.Namespace) -> int:
     if args.drop:
         return fail("eval", "--drop is offline only: a live run replays the recording as it is")
     bag = args.bags[0]
-    console = Console(quiet=args.quiet)
+    console = make_console(quiet=args.quiet)
     if args.domain_id is not None:
         os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
     out_dir = args.output or Path(tempfile.mkdtemp(prefix="ros_fusion_live_"))
@@ -234,6 +246,7 @@ def run_live(args: argparse.Namespace) -> int:
         f"p99 {e2e.get('p99', float('nan')):.1f} / max {e2e.get('max', float('nan')):.1f} ms; mAP live "
         f"{live_map if live_map is not None else float('nan'):.3f} vs offline "
         f"{off_map if off_map is not None else float('nan'):.3f}")
+    console.print(describe_startup(metrics["live"]["startup"]))
     console.print(f"wrote {len(written)} files to {out_dir}")
     if args.output is None:
         shutil.rmtree(out_dir, ignore_errors=True)

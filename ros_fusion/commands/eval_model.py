@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         if args.threads:
             options["threads"] = args.threads
 
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..console import make_console
 
     progress = Progress(TextColumn("[bold]eval-model[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("frames"), TimeElapsedColumn(),
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         return fail("eval-model", f"cannot write the report: {e}", EXIT_ERROR)
     if not args.quiet:
-        console = Console()
+        console = make_console()
         console.print(render_report(report))
         for label, path in (("report", args.output), ("manifest metrics", args.metrics_out)):
             if path is not None:

@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        from rich.console import Console
+        from ..console import make_console
 
-        console = Console()
+        console = make_console()
         console.print(render_summary(summary))
         if timing is not None:
             from ..eval.timing import render_timing

@@ -62,13 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _list(scenarios: dict[str, str]) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from ..console import make_console
 
     table = Table("scenario", "description", header_style="bold")
     for name, text in sorted(scenarios.items()):
         table.add_row(name, text)
-    Console().print(table)
+    make_console().print(table)
     return EXIT_OK
 
 

@@ -196,6 +196,46 @@ def latency_stats(samples: Sequence[Mapping[str, float]]) -> dict[str, dict[str,
     return out
 
 
+#: Seconds of drive at the start of a live run whose latency is compared with the rest (warm start).
+STARTUP_WINDOW_S = 5.0
+
+
+def startup_latency(times_s: Sequence[float], latencies_ms: Sequence[float],
+                    window_s: float = STARTUP_WINDOW_S) -> dict[str, Any]:
+    """End-to-end latency of the first `window_s` of a run against the rest (live replay, demo).
+
+    Why: a node that loads lazily (first inference, allocations, DDS discovery) is slow for its
+    first bundles and drops some; a whole-run p99 hides that behind thousands of warm bundles.
+    `times_s[i]` is output i's time from the start of the drive. The ratio is p99(first) /
+    p99(rest), None when either part has no output.
+    """
+    if len(times_s) != len(latencies_ms):
+        raise ValueError(f"startup_latency: {len(times_s)} times for {len(latencies_ms)} latencies")
+    t = np.asarray(times_s, np.float64)
+    lat = np.asarray(latencies_ms, np.float64)
+    first, rest = lat[t < window_s], lat[t >= window_s]
+
+    def p99(a: np.ndarray) -> float | None:
+        return float(np.percentile(a, 99)) if a.size else None
+
+    p_first, p_rest = p99(first), p99(rest)
+    return {"window_s": float(window_s), "n_first": int(first.size), "n_rest": int(rest.size),
+            "p99_first_ms": p_first, "p99_rest_ms": p_rest,
+            "max_first_ms": float(first.max()) if first.size else None,
+            "p99_ratio": (p_first / p_rest) if p_first is not None and p_rest else None}
+
+
+def describe_startup(st: Mapping[str, Any]) -> str:
+    """One line for the console: the start-up window's p99 against the rest's, and its frames without output."""
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{v:.1f} ms"
+
+    ratio = st.get("p99_ratio")
+    return (f"start-up (first {st.get('window_s', STARTUP_WINDOW_S):g} s of drive): p99 {ms(st.get('p99_first_ms'))} "
+            f"vs {ms(st.get('p99_rest_ms'))} after (ratio {'-' if ratio is None else f'{ratio:.2f}'}), "
+            f"max {ms(st.get('max_first_ms'))}, frames without output {st.get('frames_without_output_first', '-')}")
+
+
 # ----------------------------------------------------------------------------- JSON
 def _round_sig(v: float) -> float | None:
     if not math.isfinite(v):

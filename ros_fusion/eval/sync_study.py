@@ -397,9 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     result = {"optimum": study_optimum(args.seeds, args.duration),
               "approximate_time": study_vs_approximate_time(args.seeds, args.duration)}
-    from rich.console import Console
+    from ..console import make_console
 
-    Console().print(render(result))
+    make_console().print(render(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import struct
 import sys
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -193,6 +194,46 @@ def load_pipeline(params: FusionNodeParams, rig: Rig) -> Any:
     return FusionPipeline(rig, model, backend, cfg)
 
 
+def warm_start(pipeline: Any, streams: list[_Stream], obs_to_cloud: Callable[[Obstacles], PointCloud2],
+               obs_to_markers: Callable[..., MarkerArray], obs_to_detections: Callable[..., Any] | None,
+               rounds: int) -> Any:
+    """Run every stage once before the first real message: the pipeline (`runtime.warmup`), then this
+    node's own work on the same synthetic data — each stream's message decoder and the output encoders.
+
+    Why here: configure is where the node may take its time; a first bundle that pays for ONNX
+    Runtime's first run, OpenCV's first JPEG decode and numpy's first allocations is late and makes
+    the next ones late too (dropped as "behind real time"). A model that cannot run on this rig
+    fails here, as a configuration error, instead of on every bundle.
+    """
+    from ..runtime.warmup import warm_up
+    from .messages import to_message
+
+    try:
+        report = warm_up(pipeline, rounds)
+    except Exception as e:  # noqa: BLE001 - whatever the backend raises, it is a model/rig mismatch here
+        raise ConfigError("models_dir", f"the model does not run on this rig's data: {type(e).__name__}: {e}"
+                          ) from None
+    t0 = time.perf_counter()
+    members = report.bundle.members if report.bundle is not None else {}
+    for st in streams:
+        if st.is_info or st.sensor.name not in members:
+            continue
+        try:
+            st.decode(to_message(members[st.sensor.name].payload, st.topic))
+        except RejectedInput:  # a limit of this node (e.g. max_points) refused it: the decoder still ran
+            pass
+        except Exception as e:  # noqa: BLE001 - a converter that fails on clean data is a broken install
+            raise ConfigError("ros_fusion.ros", f"{st.topic}: decoder failed on a synthetic message: {e}") from None
+    if report.obstacles is not None:
+        obs_to_cloud(report.obstacles)
+        obs_to_markers(report.obstacles, pipeline.model.classes, mode="intermediate")
+        if obs_to_detections is not None:
+            obs_to_detections(report.obstacles, pipeline.model.classes)
+    report.runs_ms["messages"] = [(time.perf_counter() - t0) * 1e3]
+    report.total_ms += report.runs_ms["messages"][0]
+    return report
+
+
 def _detections_encoder() -> Callable[..., Any] | None:
     """Obstacles → vision_msgs/Detection3DArray where vision_msgs is installed (ROS mode), else None."""
     try:
@@ -240,6 +281,7 @@ class FusionNode(LifecycleNode):
         self.obstacles_published = 0
         self.bundles_dropped_busy = 0
         self.e2e_ms: deque[float] = deque(maxlen=600)  # bundle time → publish, node clock
+        self.warm_up_ms: float | None = None  # configure's warm start (every stage once), for diagnostics
         # Work for the fusion worker: reference sweeps to pre-process (pipelining) and bundles to fuse.
         self._cv = threading.Condition()
         self._prefetch_jobs: deque[tuple[str, Any]] = deque(maxlen=2)
@@ -284,10 +326,14 @@ class FusionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         try:
             pipeline = load_pipeline(params, rig)
+            warm = (warm_start(pipeline, streams, obs_to_cloud, obs_to_markers, _detections_encoder(),
+                               params.warm_up_rounds) if params.warm_up_rounds > 0 else None)
         except ConfigError as e:
             self.config_error = e
             self.get_logger().fatal(describe_config_error(e))
             return TransitionCallbackReturn.FAILURE
+        self.warm_up_ms = warm.total_ms if warm is not None else None
+        self.get_logger().info(warm.describe() if warm is not None else "warm-up off (warm_up_rounds 0)")
         self.params, self.rig, self._streams = params, rig, streams
         self._obs_to_cloud, self._obs_to_markers = obs_to_cloud, obs_to_markers
         self._classes = tuple(pipeline.model.classes)
@@ -570,6 +616,8 @@ class FusionNode(LifecycleNode):
             "bundles_dropped_busy": self.bundles_dropped_busy,
             "usable_modalities": ",".join(sorted(usable)),
         }
+        if self.warm_up_ms is not None:
+            values["warm_up_ms"] = round(self.warm_up_ms, 1)
         last = self.bundle_stats.last
         if last is not None:
             values["last_bundle.missing"] = ",".join(sorted(last.missing))

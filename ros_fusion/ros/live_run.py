@@ -35,6 +35,7 @@ class LiveRun:
     on_ground_truth: Callable[[bytes], None] | None = None
     launch_overrides: dict[str, Any] = field(default_factory=dict)
     replay_output: str = ""
+    warm_up_ms: Any = None  # fusion_node's warm-up, from its first /diagnostics (None: off or not reported)
 
     def __post_init__(self) -> None:
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -59,15 +60,29 @@ class LiveRun:
         return [s.name for s in self.specs]
 
     def start(self, timeout_s: float) -> str | None:
-        """Start the graph and wait for fusion_node's first /diagnostics; an error text on failure."""
+        """Start the graph and wait until fusion_node is warm and discovered; an error text on failure.
+
+        fusion_node publishes /diagnostics only once active, and it activates only after its
+        warm-up (every stage run once while configuring), so the first /diagnostics means warm.
+        When outputs are recorded, also wait until this monitor has matched the node's output
+        publishers, so the first bundles' outputs are not lost to discovery.
+        """
         self.sup.start()
         deadline = time.monotonic() + timeout_s
-        while not self.monitor.latest and time.monotonic() < deadline:
+
+        def ready() -> bool:
+            return bool(self.monitor.latest) and self.monitor.outputs_discovered()
+
+        while not ready() and time.monotonic() < deadline:
             self.monitor.spin_once(0.1)
             if any(rc is not None for rc in self.sup.returncodes.values()):
                 return "a node exited during start-up; see its log"
         if not self.monitor.latest:
             return f"no /diagnostics from fusion_node within {timeout_s:g} s"
+        if not self.monitor.outputs_discovered():
+            topics = ", ".join(self.monitor.output_topics)
+            return f"fusion_node's outputs ({topics}) not discovered within {timeout_s:g} s"
+        self.warm_up_ms = self.monitor.latest.get("ros_fusion/fusion", {}).get("values", {}).get("warm_up_ms")
         return None
 
     def run_replay(self, on_tick: Callable[[RunMonitor], None] | None = None) -> int:

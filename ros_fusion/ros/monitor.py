@@ -42,10 +42,12 @@ class RunMonitor:
         self.modes: list[tuple[int, str]] = []
         self.ground_truth: list[tuple[int, bytes]] = []
         self._record = record_outputs is not None
+        self.output_topics: tuple[str, ...] = ()
         if record_outputs is not None:
             node = record_outputs.strip("/")
-            self.node.create_subscription(PointCloud2, f"/{node}/obstacles", self._obstacles, output_qos())
-            self.node.create_subscription(String, f"/{node}/fusion_mode", self._mode, output_qos())
+            self.output_topics = (f"/{node}/obstacles", f"/{node}/fusion_mode")
+            self.node.create_subscription(PointCloud2, self.output_topics[0], self._obstacles, output_qos())
+            self.node.create_subscription(String, self.output_topics[1], self._mode, output_qos())
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
@@ -69,6 +71,10 @@ class RunMonitor:
 
     def spin_once(self, timeout_s: float = 0.1) -> None:
         self.executor.spin_once(timeout_sec=timeout_s)
+
+    def outputs_discovered(self) -> bool:
+        """Whether every recorded output topic has a publisher matched to this node (DDS discovery done)."""
+        return all(self.node.count_publishers(t) > 0 for t in self.output_topics)
 
     @property
     def latest(self) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,11 @@
 Both `launch/fusion.launch.py` (ROS mode, launch_ros) and `ros-fusion launch`
 (pip mode, our own supervisor) call `plan_nodes`, so the two ways to start the
 system cannot drift apart (DESIGN §2). No rclpy import here: the plan is data.
+
+A node's parameters come from its `params_file` (a standard ROS 2 parameter
+file, relative to the config file's folder, read as rcl reads it) with the
+config's `parameters:` mapping applied on top; fusion_node's are validated
+against PARAM_SPECS here, so a bad value fails before anything starts.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import yaml
 
 from ..core.rig import ConfigError, load_rig, load_yaml_file
 from ..paths import default_config_path, default_rig_path, fastdds_profile_path
+from .params import read_param_file, validate_param_file_values
 
 PACKAGE = "ros_fusion"
+#: Nodes whose parameters are PARAM_SPECS (validated in the plan).
+FUSION_NODE_MODULE = "ros_fusion.ros.fusion_node"
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 DISCOVERY_RANGES = ("LOCALHOST", "SUBNET", "SYSTEM_DEFAULT", "OFF")
@@ -122,6 +130,40 @@ def load_node_config(path: str | Path) -> dict[str, Any]:
     return d
 
 
+def node_parameters(node: Mapping[str, Any], name: str, config_path: Path) -> dict[str, Any]:
+    """The parameters of config entry `nodes.<name>`: its params_file (if any), then `parameters:` on top.
+
+    For fusion_node both are validated (types as rcl types them); a problem is a
+    `ConfigError` naming the file and the key.
+    """
+    key = f"nodes.{name}"
+    src = str(config_path)
+    is_fusion = node.get("module") == FUSION_NODE_MODULE or node.get("executable") == "fusion_node"
+    values: dict[str, Any] = {}
+    params_file = node.get("params_file")
+    if params_file is not None:
+        if not isinstance(params_file, str) or not params_file.strip():
+            raise ConfigError(f"{key}.params_file", "expected the name of a ROS 2 parameter file "
+                                                    "(relative to this config's folder)", src)
+        path = Path(params_file).expanduser()
+        if not path.is_absolute():
+            path = config_path.parent / path
+        if not path.is_file():
+            raise ConfigError(f"{key}.params_file", f"no such file: {path}", src)
+        values = read_param_file(path, name, str(node.get("namespace", "")))
+        if is_fusion:
+            validate_param_file_values(values, source=str(path))
+    overrides = node.get("parameters")
+    if overrides is None:
+        overrides = {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{key}.parameters", "expected a mapping of parameter overrides (name: value)", src)
+    if is_fusion:
+        validate_param_file_values(overrides, source=src, prefix=f"{key}.parameters.")
+    values.update({str(k): v for k, v in overrides.items()})
+    return values
+
+
 def plan_nodes(args: LaunchArgs, base_env: Mapping[str, str] | None = None) -> list[NodeSpec]:
     """Configuration → ordered list of nodes. Pure: same inputs, same plan.
 
@@ -149,7 +191,7 @@ def plan_nodes(args: LaunchArgs, base_env: Mapping[str, str] | None = None) -> l
         for k in ("executable", "module"):
             if not isinstance(node.get(k), str) or not node[k]:
                 raise ConfigError(f"{key}.{k}", "missing", str(config_path))
-        params = dict(node.get("parameters") or {})
+        params = node_parameters(node, str(name), config_path)
         if "rig_file" in params and not params["rig_file"]:
             params["rig_file"] = str(rig_path.resolve())
         if "backend" in params:

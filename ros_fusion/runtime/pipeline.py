@@ -41,7 +41,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -379,6 +380,23 @@ class FusionPipeline:
         if int(m.stamp_ns) != prep.t_ns:
             return None
         return self._prefetched.get((spec.name, prep.t_ns))
+
+    @contextmanager
+    def scratch(self) -> Iterator[FusionPipeline]:
+        """Bundles run inside leave no trace: the policy (mode, switches, counts), the counters, the
+        remembered sweeps and the prefetched rasters are put back afterwards (the warm-up uses it)."""
+        saved = (self.policy, self.counters.copy(), {k: dict(v) for k, v in self._sweeps.items()},
+                 dict(self._prefetched), self.last_prepared)
+        try:
+            yield self
+        finally:
+            self.policy, counters, sweeps, prefetched, self.last_prepared = saved
+            self.counters.clear()
+            self.counters.update(counters)
+            self._sweeps.clear()
+            self._sweeps.update(sweeps)
+            self._prefetched.clear()
+            self._prefetched.update(prefetched)
 
     def reset(self) -> None:
         """Forget motion and IMU history (bag loop / time jump: the synchroniser reset too)."""
