@@ -1,7 +1,7 @@
 """Ego-motion and compensation cost (run: python -m pytest benchmarks/bench_compensation.py --benchmark-only).
 
 Why: every LiDAR sweep (~100k points, 10–20 Hz) is deskewed on the fusion
-path before rasterisation (target ≤ 3 ms, issue #3); radar scans and camera
+path before rasterisation (budget ≤ 3 ms, docs/results.md §6); radar scans and camera
 poses are compensated per bundle; every IMU sample (up to 400 Hz) is
 integrated on the node's executor thread.
 """

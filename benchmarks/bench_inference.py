@@ -1,4 +1,4 @@
-"""ONNX Runtime CPU inference of every stage for 1 camera, 1 LiDAR, 1 radar (issue #4: ≤ 30 ms p50).
+"""ONNX Runtime CPU inference of every stage for 1 camera, 1 LiDAR, 1 radar (budget ≤ 30 ms p50, docs/results.md §6).
 
 Runs the shipped bundle (`models/`) the way the pipeline does in intermediate fusion: the
 four encoders, then fusion+head, batch 1, through the `onnxruntime` backend (input checks
@@ -82,7 +82,7 @@ def test_torch_train_step_batch4(benchmark):
 
 
 def test_torch_cuda_all_stages(benchmark):
-    """Batch 1 on a CUDA GPU through the torch backend, host↔device copies included (issue #4).
+    """Batch 1 on a CUDA GPU through the torch backend, host↔device copies included (docs/results.md §6).
 
     Weights are random (the timing depends on the architecture in the manifest, not the
     values); skipped where torch sees no GPU.

@@ -1,7 +1,7 @@
 """Pre-processing cost (run: python -m pytest benchmarks/bench_preprocess.py --benchmark-only).
 
 Why: the numpy pre-processing runs on the fusion node's thread for every LiDAR
-sweep, before the network; issue #4 budgets 5 ms for the raster of a
+sweep, before the network; the budget is 5 ms for the raster of a
 100k-point cloud, and the rest of a bundle (camera grid, radar, image, IMU)
 must stay small next to the ~30 ms inference.
 """

@@ -1,7 +1,7 @@
 """Synchroniser cost per bundle (run: python -m pytest benchmarks/bench_sync.py --benchmark-only).
 
 Why: every sensor message passes through `Synchroniser.add` + `poll` on the
-node's executor thread. Target (issue #3): ≤ 0.2 ms of synchroniser work per
+node's executor thread. Budget (docs/results.md §6): ≤ 0.2 ms of synchroniser work per
 bundle for 1 LiDAR (10 Hz), 6 cameras (15 Hz, free-running), 5 radars (13 Hz)
 and an IMU at 400 Hz — about 57 messages and 57 polls per bundle. The
 benchmark replays 2 s of such arrivals (20 bundles) through a fresh

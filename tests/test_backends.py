@@ -1,4 +1,4 @@
-"""Runtime backends: ONNX Runtime and torch agree; bad inputs refused; TensorRT when present (issue #4)."""
+"""Runtime backends: ONNX Runtime and torch agree; bad inputs refused; TensorRT when present (docs/DESIGN.md §3)."""
 
 from __future__ import annotations
 

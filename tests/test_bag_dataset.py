@@ -1,4 +1,4 @@
-"""Datasets from recorded bags (issue #6): converted KITTI / nuScenes fixtures → eval, dataset shards, train.
+"""Datasets from recorded bags: converted KITTI / nuScenes fixtures → eval, dataset shards, train.
 
 The fixtures are the tiny KITTI- and nuScenes-mini-shaped folders of
 `tests/dataset_fixtures.py` (known boxes, LiDAR points inside them), turned

@@ -30,7 +30,7 @@ def test_colcon_build_installs_share_and_executables(tmp_path):
     share = prefix / "share" / "ros_fusion"
     assert (share / "package.xml").is_file()
     assert (share / "launch" / "fusion.launch.py").is_file()
-    for name in ("fusion.yaml", "rig_default.yaml", "fastdds.xml"):
+    for name in ("fusion.yaml", "fusion.param.yaml", "fusion.param.schema.json", "rig_default.yaml", "fastdds.xml"):
         assert (share / "config" / name).is_file(), name
     assert (share / "models").is_dir()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "ros_fusion").is_file()

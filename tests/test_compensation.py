@@ -1,4 +1,4 @@
-"""Compensation to the trigger time T: LiDAR deskew, radar Doppler, camera poses (issue #3, deliverable 3).
+"""Compensation to the trigger time T: LiDAR deskew, radar Doppler, camera poses (docs/DESIGN.md §6).
 
 Acceptance numbers (printed by `python tests/ego_motion_scenarios.py`) are
 asserted here: ego at 20 m/s and 0.5 rad/s, simulated sweep (sim.lidar), the

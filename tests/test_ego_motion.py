@@ -1,4 +1,4 @@
-"""PoseHistory: conventions, integration accuracy, bias, bounds and bad input (issue #3, deliverable 2)."""
+"""PoseHistory: conventions, integration accuracy, bias, bounds and bad input (docs/DESIGN.md §6)."""
 
 from __future__ import annotations
 

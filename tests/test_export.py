@@ -1,4 +1,4 @@
-"""ONNX export round-trip and the manifest's refusals (issue #4)."""
+"""ONNX export round-trip and the manifest's refusals (docs/DESIGN.md §7)."""
 
 from __future__ import annotations
 

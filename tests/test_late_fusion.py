@@ -1,4 +1,4 @@
-"""Late fusion (core/late_fusion.py): move_to_time, weighted box fusion, Platt calibration (DESIGN §8)."""
+"""Late fusion (core/late_fusion.py): move_to_time, weighted box fusion, Platt calibration (docs/DESIGN.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every malformed input is rejected with RejectedInput and its specific, stable reason (DESIGN §10)."""
+"""Every malformed input is rejected with RejectedInput and its specific, stable reason (docs/DESIGN.md §10)."""
 
 from __future__ import annotations
 

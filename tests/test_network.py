@@ -1,4 +1,4 @@
-"""The fusion network: contract shapes, gate masking (exact zeros), gradients (issue #4)."""
+"""The fusion network: contract shapes, gate masking (exact zeros), gradients (docs/DESIGN.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Network evaluation on held-out shards (issue #4 acceptance): mechanics, not accuracy.
+"""Network evaluation on held-out shards (docs/results.md §3): mechanics, not accuracy.
 
 A tiny dataset (urban + night_rain, one seed, 2 s, every 5th sweep) is generated
 here; the model is whatever ships in models/ (the smoke model at first, the

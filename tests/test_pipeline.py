@@ -1,4 +1,4 @@
-"""FusionPipeline + FusionEngine on simulated drives: modes, fallback timing, determinism, bad input (issue #5).
+"""FusionPipeline + FusionEngine on simulated drives: modes, fallback, determinism, bad input (docs/DESIGN.md §8).
 
 The drives come straight from the simulator's event stream (topic, publish
 time, payload) — what a bag replay would deliver — and go through the same

@@ -1,4 +1,4 @@
-"""Rig files are untrusted: every mistake names its key (DESIGN §10)."""
+"""Rig files are untrusted: every mistake names its key (docs/DESIGN.md §10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training loop: a few steps lower the loss; determinism; resume; modality dropout (issue #4)."""
+"""Training loop: a few steps lower the loss; determinism; resume; modality dropout (docs/DESIGN.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`ros-fusion build-engines`: TensorRT engines for a model folder, on the target (issue #4)."""
+"""`ros-fusion build-engines`: TensorRT engines for a model folder, on the target (docs/DESIGN.md §7)."""
 
 from __future__ import annotations
 

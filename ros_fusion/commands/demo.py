@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--domain-id", type=int, default=None,
         help="ROS_DOMAIN_ID for the demo's nodes (default: the environment's, else 0)",
     )
+    p.add_argument("--node-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a fusion_node parameter for this run (repeatable), e.g. warm_up_rounds=0")
     p.add_argument("--startup-timeout", type=float, default=30.0, help="seconds to wait for fusion_node (default: 30)")
     p.add_argument("-o", "--output", default="", metavar="DIR",
                    help="where the report, metrics.json and the BEV picture go (default: <cache-dir>/demo_report)")
@@ -302,6 +304,7 @@ def _demo(args: argparse.Namespace, console: Any) -> int:
     from ..core.rig import ConfigError, load_rig
     from ..paths import default_rig_path
     from ..ros.live_run import LiveRun
+    from .eval_live import node_config
     from .simulate import simulate_to_bag
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -330,10 +333,12 @@ def _demo(args: argparse.Namespace, console: Any) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     clock = DriveClock.from_bag(bag, args.rate)
     try:
+        cfg_file = node_config("auto", args.node_param, log_dir)
         live = LiveRun(bag, str(rig_path), rate=args.rate, log_path=log_dir / "demo_nodes.log", record_outputs=True,
                        echo=lambda line: console.print(line, markup=False, highlight=False),
-                       on_ground_truth=clock.on_ground_truth)
-    except ConfigError as e:
+                       on_ground_truth=clock.on_ground_truth,
+                       launch_overrides={"config_file": cfg_file} if cfg_file else {})
+    except (ConfigError, ValueError) as e:
         console.print(f"[red]ros-fusion demo: error: {e}[/red]")
         return 2
     rc = 0

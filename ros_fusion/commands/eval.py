@@ -1,4 +1,4 @@
-"""`ros-fusion eval BAG…`: score the fusion pipeline on recorded drives, offline or live (issue #5, DESIGN §9)."""
+"""`ros-fusion eval BAG…`: score the fusion pipeline on recorded drives, offline or live (docs/DESIGN.md §9)."""
 
 from __future__ import annotations
 

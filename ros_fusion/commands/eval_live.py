@@ -1,4 +1,6 @@
-"""`ros-fusion eval --live BAG`: the node graph on a real-time replay, scored like the offline run (issue #5).
+"""`ros-fusion eval --live BAG`: the node graph on a real-time replay, scored like the offline run.
+
+Design: docs/DESIGN.md §9; measured: docs/results.md §5.
 
 One bag at a time: the rig recorded in the bag is written next to the outputs
 and given to fusion_node; the node plan is the launch plan. The observer
@@ -28,7 +30,7 @@ from . import EXIT_ERROR, EXIT_OK, fail
 MATCH_TOL_NS = 1_000_000
 
 
-def _node_config(strategy: str, params: list[str], out_dir: Path) -> str:
+def node_config(strategy: str, params: list[str], out_dir: Path) -> str:
     """A fusion.yaml with `strategy` and ``KEY=VALUE`` node parameters set; '' when nothing changes."""
     if strategy == "auto" and not params:
         return ""
@@ -192,7 +194,7 @@ def run_live(args: argparse.Namespace) -> int:
         return fail("eval", f"{bag}: no {GROUND_TRUTH_TOPIC} to score against")
     overrides: dict[str, Any] = {}
     try:
-        cfg_file = _node_config(args.strategy, args.node_param, out_dir)
+        cfg_file = node_config(args.strategy, args.node_param, out_dir)
     except ValueError as e:
         return fail("eval", str(e))
     if cfg_file:

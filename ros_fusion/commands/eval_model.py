@@ -1,4 +1,4 @@
-"""`ros-fusion eval-model`: accuracy of the exported network on held-out dataset shards (issue #4)."""
+"""`ros-fusion eval-model`: accuracy of the exported network on held-out dataset shards (docs/results.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`ros-fusion export`: a training checkpoint → ONNX per stage + models/manifest.yaml (issue #4)."""
+"""`ros-fusion export`: a training checkpoint → ONNX per stage + models/manifest.yaml (docs/DESIGN.md §7)."""
 
 from __future__ import annotations
 

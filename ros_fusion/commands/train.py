@@ -1,4 +1,4 @@
-"""`ros-fusion train`: train the fusion network on dataset shards (issue #4, DESIGN §7)."""
+"""`ros-fusion train`: train the fusion network on dataset shards (docs/DESIGN.md §7; docs/model_history.md §2)."""
 
 from __future__ import annotations
 

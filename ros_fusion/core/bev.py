@@ -1,4 +1,4 @@
-"""The BEV grid (DESIGN §4) and the numpy rasters the network reads (DESIGN §7).
+"""The BEV grid (docs/DESIGN.md §4) and the numpy rasters the network reads (docs/DESIGN.md §7).
 
 One `BevGrid` owns cell ↔ metre conversion, so every consumer (LiDAR and
 radar rasters, coverage masks, the camera lift, target encoding, decoding)

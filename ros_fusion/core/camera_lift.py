@@ -1,4 +1,4 @@
-"""Camera side of the network input: image normalisation and the camera→BEV sampling grid (DESIGN §7).
+"""Camera side of the network input: image normalisation and the camera→BEV sampling grid (docs/DESIGN.md §7).
 
 The network lifts image features to BEV by bilinear sampling (`grid_sample`,
 align_corners=False) at the projections of 3D points: for every FEAT×FEAT BEV

@@ -1,4 +1,4 @@
-"""CenterPoint-style targets and decoding on the FEAT×FEAT BEV map (DESIGN §7).
+"""CenterPoint-style targets and decoding on the FEAT×FEAT BEV map (docs/DESIGN.md §7).
 
 Encoding (training): each ground-truth box puts a Gaussian peak of value 1 on
 its class heatmap at the feature cell containing its centre, with the radius

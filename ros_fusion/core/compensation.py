@@ -1,4 +1,4 @@
-"""Bring every sensor's data to the trigger time T using the ego pose history (DESIGN §6).
+"""Bring every sensor's data to the trigger time T using the ego pose history (docs/DESIGN.md §6).
 
 Output frame: everything leaves this module in **base_link at T** — LiDAR
 points, radar points and camera poses alike — so the BEV rasterisers and the
@@ -43,7 +43,7 @@ class SweepModel:
     The sweep starts at `seam_azimuth_rad` (sensor frame, REP 103: 0 = forward,
     +pi/2 = left) and turns clockwise seen from above (azimuth decreasing, as
     Velodyne/Ouster/Hesai do) or counter-clockwise, taking `period_s`. The
-    header stamp is the end of the sweep (`stamp_at_end`, DESIGN §4) or its start.
+    header stamp is the end of the sweep (`stamp_at_end`, docs/DESIGN.md §4) or its start.
     """
 
     period_s: float = 0.1

@@ -1,7 +1,7 @@
 """Ego-motion: a bounded pose history of base_link integrated from IMU (+ wheel odometry).
 
 Why: every sensor captures at its own time, but fusion happens at one trigger
-time T (DESIGN §6). To bring a LiDAR point, a radar detection or a camera ray
+time T (docs/DESIGN.md §6). To bring a LiDAR point, a radar detection or a camera ray
 to T we need the vehicle's motion between any two recent instants, at a few
 millimetres over a sweep. Gyros give rotation very well over such spans; speed
 is what an IMU alone gets wrong (it integrates accelerometer bias and tilt

@@ -1,7 +1,7 @@
 """Per-sensor health: rate, age, jitter, drop/reject counts and OK/STALE/MISSING.
 
 Why it lives in `core`: the live node, the offline evaluator and the future
-pipeline (which picks intermediate / late / degraded fusion from it, DESIGN §8)
+pipeline (which picks intermediate / late / degraded fusion from it, docs/DESIGN.md §8)
 must judge sensor health the same way, and tests must be able to drive it with
 synthetic arrival times without ROS. Everything here is stdlib + numpy; all
 times are int64 nanoseconds from one clock chosen by the caller (the node's
@@ -28,7 +28,7 @@ STAMP_REASONS: tuple[str, ...] = (
 LOW_RATE_FRACTION = 0.5
 #: Consecutive backwards stamps after which the clock is taken to have jumped
 #: back (bag loop, replay restart) and the stream is re-anchored instead of
-#: being rejected forever (DESIGN §6: "reset or reject, counted").
+#: being rejected forever (docs/DESIGN.md §6: "reset or reject, counted").
 BACKWARDS_RESET_COUNT = 3
 
 

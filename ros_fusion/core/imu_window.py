@@ -1,4 +1,4 @@
-"""The IMU input of the network: the recent past resampled on a fixed clock (DESIGN §7).
+"""The IMU input of the network: the recent past resampled on a fixed clock (docs/DESIGN.md §7).
 
 IMUs publish at 100–400 Hz with jitter and the occasional gap; the network
 wants `IMU_WINDOW` rows at `IMU_HZ` ending at the fusion time T, in base_link

@@ -1,4 +1,4 @@
-"""Late fusion: per-modality detections moved to the fusion time T and merged (DESIGN §8).
+"""Late fusion: per-modality detections moved to the fusion time T and merged (docs/DESIGN.md §8).
 
 Why it exists: when a required modality is stale, missing or too far out of
 sync, one gated-fusion forward pass at T would mix features of different

@@ -1,4 +1,4 @@
-"""The contract between pre-processing (numpy), the network (torch/ONNX) and decoding (DESIGN §7).
+"""The contract between pre-processing (numpy), the network (torch/ONNX) and decoding (docs/DESIGN.md §7).
 
 Names, shapes and channel meanings of every network input and output live
 here, once: the numpy pre-processing fills them, the torch model and its ONNX
@@ -16,7 +16,7 @@ import numpy as np
 
 from .types import DEFAULT_CLASSES
 
-# --- BEV grid (DESIGN §4) ----------------------------------------------------------------
+# --- BEV grid (docs/DESIGN.md §4) ----------------------------------------------------------------
 X_RANGE = (-51.2, 51.2)
 Y_RANGE = (-51.2, 51.2)
 CELL_M = 0.8
@@ -58,7 +58,7 @@ CAM_H, CAM_W = 240, 320
 CAM_MEAN = (0.485, 0.456, 0.406)
 CAM_STD = (0.229, 0.224, 0.225)
 #: Heights (m above ground, base_link z) at which each BEV feature cell is projected into
-#: the camera to sample image features (the camera→BEV lift, DESIGN §7).
+#: the camera to sample image features (the camera→BEV lift, docs/DESIGN.md §7).
 CAM_Z_LEVELS: tuple[float, ...] = (0.3, 0.9, 1.5, 2.4)
 MAX_CAMERAS = 6
 #: IMU window: the last IMU_WINDOW samples before T resampled at IMU_HZ, [gyro xyz, acc xyz].

@@ -1,4 +1,4 @@
-"""Per-point capture times of a LiDAR cloud (DESIGN §4), independent of ROS.
+"""Per-point capture times of a LiDAR cloud (docs/DESIGN.md §4), independent of ROS.
 
 Drivers disagree on the name, type and origin of the per-point time field;
 this decides them once per cloud so deskewing (`core.compensation`) gets
@@ -40,7 +40,7 @@ def point_times_ns(cloud: PointCloud) -> np.ndarray | None:
     * float,   1e6 <= m < 1e14 → absolute seconds (Hesai/Robosense float64);
     * float,   m >= 1e14 → absolute nanoseconds (Livox float64 ``timestamp``).
 
-    Relative offsets may be negative (stamp = last point, DESIGN §4) or positive
+    Relative offsets may be negative (stamp = last point, docs/DESIGN.md §4) or positive
     (stamp = first point); both are simply added. A non-finite time gives that
     point `stamp_ns` (it is not deskewed, it is not dropped).
     """

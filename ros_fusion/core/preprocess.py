@@ -1,4 +1,4 @@
-"""One bundle of sensor data at fusion time T → the network's inputs (DESIGN §7).
+"""One bundle of sensor data at fusion time T → the network's inputs (docs/DESIGN.md §7).
 
 `Preprocessor.build` is THE pre-processing: training-data generation
 (`sim/dataset.py`) and the live pipeline call the same function, so the

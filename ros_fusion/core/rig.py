@@ -1,4 +1,4 @@
-"""Sensor rig: which sensors exist, where they are, at what rates (DESIGN §4).
+"""Sensor rig: which sensors exist, where they are, at what rates (docs/DESIGN.md §4).
 
 A rig file (`config/<rig>.yaml`) is untrusted input: every problem raises
 `ConfigError` naming the key path, so a user knows what to fix.

@@ -1,4 +1,4 @@
-"""Time synchronisation of any number of sensor streams into bundles (DESIGN §6).
+"""Time synchronisation of any number of sensor streams into bundles (docs/DESIGN.md §6).
 
 Why it is written this way, not as message_filters' ApproximateTime policy:
 one late or dropped camera there throws whole sets away, there is no timeout,

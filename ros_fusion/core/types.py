@@ -1,4 +1,4 @@
-"""Plain data types shared by every layer (DESIGN §4).
+"""Plain data types shared by every layer (docs/DESIGN.md §4).
 
 Everything here is numpy + dataclasses so that the simulator, the bag tools,
 the evaluator and the ROS adapters exchange the same objects without ROS.
@@ -14,21 +14,21 @@ import numpy as np
 
 NS_PER_S = 1_000_000_000
 
-#: Default class list (DESIGN §4). Configurable through the fusion config.
+#: Default class list (docs/DESIGN.md §4). Configurable through the fusion config.
 DEFAULT_CLASSES: tuple[str, ...] = ("car", "truck", "bus", "pedestrian", "cyclist", "barrier")
 
 #: Modalities that produce BEV features; IMU/odometry only condition them.
 FEATURE_MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar")
 MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar", "imu", "odometry")
 
-#: Column layout of the `~/obstacles` PointCloud2 and `/ground_truth/obstacles` (DESIGN §5).
+#: Column layout of the `~/obstacles` PointCloud2 and `/ground_truth/obstacles` (docs/DESIGN.md §5).
 OBSTACLE_FIELDS: tuple[str, ...] = (
     "x", "y", "z", "length", "width", "height", "yaw", "vx", "vy",
     "score", "label", "w_camera", "w_lidar", "w_radar",
 )
 #: Optional 15th column of ground-truth obstacle tables: LiDAR + radar returns on the box.
 GT_POINTS_FIELD = "num_points"
-#: A box is [x, y, z, length, width, height, yaw, vx, vy] (DESIGN §4).
+#: A box is [x, y, z, length, width, height, yaw, vx, vy] (docs/DESIGN.md §4).
 BOX_DIM = 9
 
 
@@ -183,7 +183,7 @@ class Odometry:
 
 @dataclass
 class Obstacles:
-    """A set of 3D boxes in `frame_id` (DESIGN §4/§5).
+    """A set of 3D boxes in `frame_id` (docs/DESIGN.md §4/§5).
 
     boxes: (N, 9) [x y z length width height yaw vx vy]; scores (N,); labels (N,)
     int indices into the class list; weights (N, 3) gate attribution
@@ -253,7 +253,7 @@ class Obstacles:
 
 
 class RejectedInput(ValueError):
-    """A message, file or value that failed validation (DESIGN §10).
+    """A message, file or value that failed validation (docs/DESIGN.md §10).
 
     `field` names what was wrong and `reason` a short stable cause used as the
     counter key in diagnostics (e.g. ``"truncated"``, ``"nan"``, ``"encoding"``).

@@ -1,1 +1,1 @@
-"""Metrics, robustness matrix, latency and reports. Lands with the evaluation issue."""
+"""Evaluation: nuScenes-style metrics, bag and shard evaluation, robustness matrix, latency, reports, bench."""

@@ -1,7 +1,7 @@
 """message_filters' Python `ApproximateTimeSynchronizer`, re-implemented for side-by-side studies.
 
-Why: the issue asks us to prove that `core.sync` does better than what most
-ROS 2 Python code uses, on the same streams. message_filters is not installable
+Why: to show, on the same streams, that `core.sync` does better than what most
+ROS 2 Python code uses. message_filters is not installable
 from PyPI (and must not become a dependency), so its documented semantics are
 written down here without ROS:
 

@@ -1,4 +1,4 @@
-"""Training data from recorded bags: converted real datasets next to simulated drives (issue #6).
+"""Training data from recorded bags: converted real datasets next to simulated drives.
 
 ROS-free: the caller decodes each bag (`ros.bag_io.read_payloads`) and hands
 over ``(topic, log_time_ns, payload)`` in log-time order, plus the bag's rig.

@@ -1,4 +1,4 @@
-"""Offline evaluation of recorded drives: bag messages → FusionEngine → scored detections (DESIGN §9).
+"""Offline evaluation of recorded drives: bag messages → FusionEngine → scored detections (docs/DESIGN.md §9).
 
 ROS-free: the caller decodes the bag (`ros.bag_io.read_payloads`) and hands
 over ``(topic, log_time_ns, payload)`` in log-time order. Each message is fed

@@ -1,4 +1,4 @@
-"""nuScenes-style detection metrics in pure numpy (DESIGN §9).
+"""nuScenes-style detection metrics in pure numpy (docs/DESIGN.md §9).
 
 Follows the nuScenes detection benchmark (Caesar et al., CVPR 2020; devkit
 `nuscenes/eval/detection`): matching by BEV centre distance, greedy over all

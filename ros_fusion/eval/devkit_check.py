@@ -1,4 +1,4 @@
-"""Score the same (ground truth, prediction) frames with nuscenes-devkit 1.2.0 — the cross-check of DESIGN §9.
+"""Score the same (ground truth, prediction) frames with nuscenes-devkit 1.2.0 — the cross-check of docs/DESIGN.md §9.
 
 `eval.detection_metrics` re-implements the nuScenes detection metrics in numpy;
 this module feeds the very frames it scored to the devkit's own `accumulate`,

@@ -1,4 +1,4 @@
-"""Accuracy of the exported network on held-out dataset shards, per sensor-availability pattern (issue #4).
+"""Accuracy of the exported network on held-out dataset shards, per sensor-availability pattern (docs/results.md §3).
 
 For every frame of one split of a dataset written by `sim.dataset.generate_dataset`,
 the model bundle runs through a runtime backend (the same ONNX files and backend the
@@ -54,7 +54,7 @@ from ..runtime.pipeline import HeadOutput, StageRunner
 from ..sim.dataset import SPLITS, frame_gt, frame_inputs, load_shard, read_manifest
 from .detection_metrics import DetectionReport, EvalConfig, evaluate
 
-#: Sensor-availability patterns: name → modalities kept (DESIGN §9 robustness matrix, masked intermediate fusion).
+#: Sensor-availability patterns: name → modalities kept (docs/DESIGN.md §9 robustness matrix; masked intermediate).
 PATTERNS: dict[str, tuple[str, ...]] = {
     "all": ("camera", "lidar", "radar"),
     "camera_missing": ("lidar", "radar"),
@@ -480,7 +480,7 @@ class NetworkEvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         return _clean({
-            "report": "ros_fusion network evaluation (issue #4)",
+            "report": "ros_fusion network evaluation",
             "config": self.config.to_dict(),
             "detector": self.detector,
             "data": self.data,

@@ -1,4 +1,4 @@
-"""PNG pictures of an evaluation: the BEV scene and the report's plots (DESIGN §9).
+"""PNG pictures of an evaluation: the BEV scene and the report's plots (docs/DESIGN.md §9).
 
 matplotlib is imported inside the functions, never at module level, so that
 `ros-fusion --help` and every command that does not draw stays free of it. The

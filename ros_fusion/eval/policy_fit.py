@@ -1,6 +1,6 @@
 """Fit what the `auto` fusion policy needs from validation drives: score calibration and the strategy table.
 
-Why measured, not chosen: DESIGN §8 says which strategy is better for each
+Why measured, not chosen: docs/DESIGN.md §8 says which strategy is better for each
 sensor-availability pattern is decided by the robustness matrix, not by taste.
 This runs on *validation* seeds (never the test seeds the matrix is reported
 on) in two passes:

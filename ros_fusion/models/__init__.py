@@ -1,1 +1,1 @@
-"""The network as torch code (train time only). Lands with the network issue."""
+"""The network as torch code (train time only): encoders, gated fusion, head, losses, training, ONNX export."""

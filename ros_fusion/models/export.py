@@ -1,4 +1,4 @@
-"""ONNX export of every stage + the manifest that makes a model folder self-describing (DESIGN §7).
+"""ONNX export of every stage + the manifest that makes a model folder self-describing (docs/DESIGN.md §7).
 
 One ONNX file per stage (`network.STAGES`: lidar, radar, camera (+lift), imu,
 fusion_head) so the runtime can skip the encoder of a missing sensor and run the
@@ -30,7 +30,7 @@ from ..runtime.model_bundle import MANIFEST_FORMAT, MANIFEST_NAME, contract_grid
 from .network import STAGES, FusionNet, NetConfig, StageModule, parameter_count, stage_input_shapes
 
 OPSET = 18
-#: Max abs ONNX-vs-torch difference accepted at export (issue #4 acceptance).
+#: Max abs ONNX-vs-torch difference accepted at export; a larger one fails the export.
 TOLERANCE = 1e-4
 SMOKE_STATUS = "smoke — not the trained model"
 

@@ -1,4 +1,4 @@
-"""The fusion network, top to bottom (DESIGN §7): encoders → gated fusion → CenterPoint head.
+"""The fusion network, top to bottom (docs/DESIGN.md §7): encoders → gated fusion → CenterPoint head.
 
 Read in order: building blocks, the four encoders (LiDAR, radar, camera with its
 lift to BEV, IMU), the gated fusion (GMU generalised to M modalities per BEV
@@ -21,12 +21,12 @@ Why the pieces look as they do:
   gates (not NaN). Features of absent modalities are zeroed before the gate net
   sees them, so a runtime may feed zeros instead of running a missing encoder.
 - One head on the fused features: with `present` holding a single modality the
-  same weights give that modality's own detections (late fusion, DESIGN §8).
+  same weights give that modality's own detections (late fusion, docs/DESIGN.md §8).
 - The gate net sees each cell's features (local) and, with `gate_context`, each present
   modality's mean feature over its own coverage (scene-wide). Whether a camera is worth
   trusting at night is a property of the whole image, not of one BEV cell: v5's purely
   local gate kept the camera at 0.63 with the LiDAR missing on night drives, where
-  camera + radar scored *below* radar alone (issue #4 note).
+  camera + radar scored *below* radar alone (docs/model_history.md §5).
 """
 
 from __future__ import annotations

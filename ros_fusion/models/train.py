@@ -1,4 +1,4 @@
-"""Training loop (`ros-fusion train`): shards in, checkpoints out (DESIGN §7).
+"""Training loop (`ros-fusion train`): shards in, checkpoints out (docs/DESIGN.md §7).
 
 Data: `.npz` shards, every array with a leading sample axis, keyed by the
 `network_io` input names plus the targets `TARGET_KEYS` (the dataset generator in

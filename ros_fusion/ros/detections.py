@@ -1,4 +1,4 @@
-"""Obstacles → vision_msgs/Detection3DArray, for stacks that consume the standard detection type (DESIGN §5).
+"""Obstacles → vision_msgs/Detection3DArray, for stacks that consume the standard detection type (docs/DESIGN.md §5).
 
 Imported only where vision_msgs is installed (a full ROS distribution; it is not
 on PyPI), so importing this module raises ImportError elsewhere and the node

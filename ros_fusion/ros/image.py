@@ -1,4 +1,4 @@
-"""sensor_msgs/Image and CompressedImage <-> core Image (DESIGN §5).
+"""sensor_msgs/Image and CompressedImage <-> core Image (docs/DESIGN.md §5).
 
 Raw images are viewed in place: `msg.data` is wrapped in an ndarray whose row
 stride is `msg.step`, so row padding and big-endian 16-bit data cost no copy

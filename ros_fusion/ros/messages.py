@@ -1,4 +1,4 @@
-"""CameraInfo, Imu, Odometry <-> core types, and the one message dispatch (DESIGN §5, §11).
+"""CameraInfo, Imu, Odometry <-> core types, and the one message dispatch (docs/DESIGN.md §5, §11).
 
 `to_message` / `from_message` are the single place where a core payload
 meets its ROS message, so the bag writer, the replay tool and the nodes can
@@ -55,7 +55,7 @@ DISTORTION_LENGTHS: dict[str, tuple[int, ...]] = {
     "equidistant": (4,),
 }
 
-#: Plausibility limits (DESIGN §10): beyond these a reading is a fault, not motion.
+#: Plausibility limits (docs/DESIGN.md §10): beyond these a reading is a fault, not motion.
 MAX_GYRO_RAD_S = 100.0
 MAX_ACCEL_M_S2 = 50.0 * 9.80665
 MAX_SPEED_M_S = 150.0

@@ -1,4 +1,4 @@
-"""Obstacles <-> the `~/obstacles` PointCloud2 table, and RViz/Foxglove markers (DESIGN §5).
+"""Obstacles <-> the `~/obstacles` PointCloud2 table, and RViz/Foxglove markers (docs/DESIGN.md §5).
 
 The table is a PointCloud2 with one row per detection and float32 fields
 named exactly as `OBSTACLE_FIELDS`, packed in that order: any PointCloud2

@@ -1,4 +1,4 @@
-"""sensor_msgs/PointCloud2 <-> core PointCloud, for any field layout (DESIGN §5).
+"""sensor_msgs/PointCloud2 <-> core PointCloud, for any field layout (docs/DESIGN.md §5).
 
 Reading builds one numpy structured dtype that mirrors the message layout
 (field offsets, padding, `count` > 1, endianness, itemsize = point_step) and
@@ -47,7 +47,7 @@ DATATYPES: dict[int, str] = {
 }
 _NUMPY_TO_DATATYPE: dict[str, int] = {v: k for k, v in DATATYPES.items()}
 
-#: Per-point time field names, in order of preference (DESIGN §4).
+#: Per-point time field names, in order of preference (docs/DESIGN.md §4).
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""QoS profiles of ros_fusion, one definition each (DESIGN §5).
+"""QoS profiles of ros_fusion, one definition each (docs/DESIGN.md §5).
 
 Why these: sensor streams are high-rate and only the newest sample matters, so
 subscriptions are BEST_EFFORT with a small KEEP_LAST depth — a best-effort

@@ -1,6 +1,6 @@
 """Rate-limited logging: one line per (topic, reason) per period, with a suppressed count.
 
-Why: a sensor sending garbage at 100 Hz must not flood the log (DESIGN §10 asks
+Why: a sensor sending garbage at 100 Hz must not flood the log (docs/DESIGN.md §10 asks
 for "one clear, rate-limited line"), yet the operator must learn how many were
 hidden. rclpy's `throttle_duration_sec` throttles per call site, not per key,
 and says nothing about what it swallowed — hence this helper. It takes any

@@ -1,4 +1,4 @@
-"""builtin_interfaces Time/Duration <-> int64 nanoseconds (DESIGN §4).
+"""builtin_interfaces Time/Duration <-> int64 nanoseconds (docs/DESIGN.md §4).
 
 Every internal time is an int64 of nanoseconds; this module is the one place
 where a ROS stamp becomes such an integer and back, so a rounding or sign

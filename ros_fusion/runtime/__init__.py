@@ -1,1 +1,1 @@
-"""Inference backends and the FusionPipeline. Lands with the network/pipeline issues."""
+"""Inference backends, the model bundle, the FusionPipeline and the FusionEngine that feeds it."""

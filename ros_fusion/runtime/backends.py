@@ -181,7 +181,7 @@ class TorchBackend(Backend):
     On a CUDA device the convolutions and matmuls run in true fp32 unless `tf32=True`:
     torch lets cuDNN use TF32 (10-bit mantissa) by default on Ampere and later, and on an
     H200 that moved the shipped model's outputs by up to 1e-2 from ONNX Runtime CPU
-    (3.8e-3 heatmap logits); in fp32 they agree to 1.1e-5 (measured, issue #4 notes).
+    (3.8e-3 heatmap logits); in fp32 they agree to 1.1e-5 (measured, docs/results.md §6).
     """
 
     name = "torch"

@@ -1,4 +1,4 @@
-"""Training data from the simulator: network inputs + CenterPoint targets per LiDAR sweep (DESIGN §7).
+"""Training data from the simulator: network inputs + CenterPoint targets per LiDAR sweep (docs/DESIGN.md §7).
 
 For every (scenario, seed) a `DriveSimulator` runs; at each LiDAR sweep (time
 T = its stamp) the camera image and radar scan the live synchroniser would bundle

@@ -2,7 +2,7 @@
 
 A drive is an iterator of `SensorEvent` sorted by `publish_ns` (the time the
 message would reach a subscriber: capture + latency + jitter). `stamp_ns` is
-the capture time that goes into `header.stamp` (DESIGN §4). The bag writer
+the capture time that goes into `header.stamp` (docs/DESIGN.md §4). The bag writer
 logs each event at `publish_ns`, so a replay reproduces the rig's latencies.
 """
 
@@ -14,7 +14,7 @@ from ..core.types import CameraInfo, CompressedImage, Image, ImuSample, Obstacle
 
 Payload = PointCloud | Image | CompressedImage | CameraInfo | ImuSample | Odometry | Obstacles
 
-#: Topic of simulated ground truth (DESIGN §5), same row layout as `~/obstacles`.
+#: Topic of simulated ground truth (docs/DESIGN.md §5), same row layout as `~/obstacles`.
 GROUND_TRUTH_TOPIC = "/ground_truth/obstacles"
 #: Topic carrying the rig description (std_msgs/String, YAML) so a bag describes itself.
 RIG_TOPIC = "/rig"

@@ -1,4 +1,4 @@
-"""Ground-truth obstacles in base_link at a given time (DESIGN §4/§5)."""
+"""Ground-truth obstacles in base_link at a given time (docs/DESIGN.md §4/§5)."""
 
 from __future__ import annotations
 

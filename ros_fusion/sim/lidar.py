@@ -5,7 +5,7 @@ pose at that time, and sees actors where they were in that sector (the sweep
 is cast in `CHUNKS` azimuth sectors). As a real driver does, every point is
 reported in the sensor frame *at its own firing time*; the header stamp is the
 last firing and `t` (≤ 0) is each point's time relative to it, so a consumer
-deskews with its ego-motion (DESIGN §4/§6). That is the motion distortion a
+deskews with its ego-motion (docs/DESIGN.md §4/§6). That is the motion distortion a
 rotating sensor on a moving car really has.
 
 Detection: received power ∝ ρ·cosθ / r² (diffuse Lambertian target); the link
