@@ -262,3 +262,37 @@ def test_warm_up_rounds_zero_skips_the_warm_up() -> None:
     finally:
         n.destroy_node()
         ctx.try_shutdown()
+
+
+def _publish_one_bundle(node: FusionNode, stamp_ns: int) -> None:
+    published = node.obstacles_published
+    node.handle_message(_lidar_stream(node), _cloud(stamp_ns, n=100 + published))
+    node._dispatch(node.engine.poll_bundles(stamp_ns + 500_000_000))
+    deadline = time.monotonic() + 20.0  # the fusion worker thread runs the network, then publishes
+    while node.obstacles_published <= published and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert node.obstacles_published == published + 1
+
+
+def test_markers_are_built_only_while_someone_subscribes(node: FusionNode) -> None:
+    from visualization_msgs.msg import MarkerArray
+
+    from ros_fusion.ros.qos import output_qos
+
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    now = node.get_clock().now().nanoseconds
+    _publish_one_bundle(node, now - 1_000_000_000)
+    assert node.views_skipped["markers"] == 1  # nobody listening: ~/obstacles only
+    assert node.fusion_values(set())["markers_skipped_no_subscriber"] == 1
+
+    viewer = rclpy.create_node("marker_viewer", context=node.context)
+    try:
+        viewer.create_subscription(MarkerArray, "/fusion_node/markers", lambda m: None, output_qos())
+        deadline = time.monotonic() + 10.0
+        while node._pub_markers.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node._pub_markers.get_subscription_count() == 1
+        _publish_one_bundle(node, now - 500_000_000)
+        assert node.views_skipped["markers"] == 1  # built and published for the viewer
+    finally:
+        viewer.destroy_node()

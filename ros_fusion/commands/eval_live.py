@@ -146,6 +146,7 @@ def score_live(bag_name: str, gt_msgs: list[tuple[int, bytes]], outputs: list[tu
         "bundles_dropped_busy": int(diag.get("bundles_dropped_busy", 0) or 0),
         "bundles_failed": int(diag.get("bundles_failed", 0) or 0),
         "end_to_end_ms": lat.get("end_to_end", {}),
+        "warm_up_ms": diag.get("warm_up_ms"),
         "startup": startup,
     }
     metrics["faults"] = fault_response(run, faults, rig)

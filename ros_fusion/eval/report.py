@@ -613,6 +613,10 @@ def render_console(metrics: Mapping[str, Any]) -> list[Any]:
                           for f in faults if isinstance(f, Mapping)],
                          [False, False, True, True, False, True, True, True, True]))
     for title, sec in _flat_sections(metrics):
-        out.append(table(title, ["item", "value"], [[str(k), _flat_value(v)] for k, v in sec.items()], [False, True]))
+        # A nested value (live.startup) is one long "k: v, …" cell: right-justified, it would pad every number
+        # of the section to its width; left-justified the column stays readable in a wide CI log.
+        nested = any(isinstance(v, (Mapping, list, tuple)) for v in sec.values())
+        out.append(table(title, ["item", "value"], [[str(k), _flat_value(v)] for k, v in sec.items()],
+                         [False, not nested]))
     return out
 

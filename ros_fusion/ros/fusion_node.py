@@ -280,6 +280,8 @@ class FusionNode(LifecycleNode):
         self._sync_timer: Any = None
         self.obstacles_published = 0
         self.bundles_dropped_busy = 0
+        # Outputs not built because nobody subscribed (views of ~/obstacles, not data: nothing is lost).
+        self.views_skipped = {"markers": 0, "detections": 0}
         self.e2e_ms: deque[float] = deque(maxlen=600)  # bundle time → publish, node clock
         self.warm_up_ms: float | None = None  # configure's warm start (every stage once), for diagnostics
         # Work for the fusion worker: reference sweeps to pre-process (pipelining) and bundles to fuse.
@@ -578,9 +580,18 @@ class FusionNode(LifecycleNode):
             return
         obs = res.obstacles
         self._pub_obstacles.publish(self._obs_to_cloud(obs))
-        self._pub_markers.publish(self._obs_to_markers(obs, self._classes, mode=res.mode))
+        # Markers and detections are views of the obstacles, built only while someone subscribes (as
+        # image_transport does): a MarkerArray is ~40 Python message objects per box, ~10 % of a bundle's
+        # time on a 2-core machine, spent for nobody when no RViz or Foxglove is connected.
+        if self._pub_markers.get_subscription_count() > 0:
+            self._pub_markers.publish(self._obs_to_markers(obs, self._classes, mode=res.mode))
+        else:
+            self.views_skipped["markers"] += 1
         if self._pub_detections is not None and self._obs_to_detections is not None:
-            self._pub_detections.publish(self._obs_to_detections(obs, self._classes))
+            if self._pub_detections.get_subscription_count() > 0:
+                self._pub_detections.publish(self._obs_to_detections(obs, self._classes))
+            else:
+                self.views_skipped["detections"] += 1
         self._pub_mode.publish(String(data=mode_line(res)))
         self.obstacles_published += 1
         self.e2e_ms.append((self.get_clock().now().nanoseconds - int(res.stamp_ns)) / 1e6)
@@ -614,6 +625,7 @@ class FusionNode(LifecycleNode):
             "reference_sensor": self.reference or "",
             "obstacles_published": self.obstacles_published,
             "bundles_dropped_busy": self.bundles_dropped_busy,
+            "markers_skipped_no_subscriber": self.views_skipped["markers"],
             "usable_modalities": ",".join(sorted(usable)),
         }
         if self.warm_up_ms is not None:
