@@ -16,10 +16,12 @@ from ros_fusion.eval.network_eval import PATTERNS
 from ros_fusion.eval.plots import BevScene, box_corners_bev, render_bev
 from ros_fusion.eval.report import (
     coverage_matrix,
+    describe_startup,
     latency_stats,
     metrics_to_json,
     render_console,
     robustness_matrix,
+    startup_latency,
     write_outputs,
 )
 
@@ -336,3 +338,36 @@ def test_bev_scene_rejects_bad_input(tmp_path):
 def test_patterns_are_the_network_eval_ones():
     runs = {(p, "late"): [(gt_frame(0), gt_frame(0))] for p in reversed(list(PATTERNS))}
     assert robustness_matrix(runs)["patterns"] == list(PATTERNS)
+
+
+def test_startup_latency_splits_at_the_window() -> None:
+    # 10 Hz for 20 s: the first 5 s slow (200 ms, one 400 ms outlier), the rest 100 ms.
+    t = np.arange(200) * 0.1
+    lat = np.where(t < 5.0, 200.0, 100.0)
+    lat[3] = 400.0
+    st = startup_latency(t.tolist(), lat.tolist())
+    assert (st["n_first"], st["n_rest"]) == (50, 150)
+    assert st["p99_first_ms"] == pytest.approx(np.percentile(lat[:50], 99))
+    assert st["p99_rest_ms"] == pytest.approx(100.0)
+    assert st["max_first_ms"] == 400.0
+    assert st["p99_ratio"] == pytest.approx(st["p99_first_ms"] / 100.0)
+    line = describe_startup(st | {"frames_without_output_first": 2})
+    assert f"(ratio {st['p99_ratio']:.2f})" in line and "frames without output 2" in line
+    assert "not a comparison" not in line
+
+
+def test_startup_latency_without_one_side_has_no_ratio() -> None:
+    only_first = startup_latency([0.0, 1.0, 2.0], [50.0, 60.0, 70.0])
+    assert only_first["n_rest"] == 0 and only_first["p99_rest_ms"] is None and only_first["p99_ratio"] is None
+    assert "ratio -" in describe_startup(only_first)
+    only_rest = startup_latency([6.0, 7.0], [50.0, 60.0])
+    assert only_rest["p99_first_ms"] is None and only_rest["max_first_ms"] is None and only_rest["p99_ratio"] is None
+    with pytest.raises(ValueError, match="2 times for 3 latencies"):
+        startup_latency([0.0, 1.0], [1.0, 2.0, 3.0])
+
+
+def test_describe_startup_flags_a_rest_shorter_than_the_window() -> None:
+    """A 6 s smoke drive: 50 outputs in the window, 10 after: the 'rest' p99 is just its max."""
+    t = np.arange(60) * 0.1
+    st = startup_latency(t.tolist(), [100.0] * 60)
+    assert "only 10 outputs after the window: not a comparison" in describe_startup(st)
