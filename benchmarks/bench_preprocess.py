@@ -32,7 +32,7 @@ def lidar_like_cloud(n: int = 100_000, seed: int = 0) -> tuple[np.ndarray, np.nd
     az = rng.uniform(-np.pi, np.pi, n)
     z = np.where(rng.random(n) < 0.6, rng.normal(0.0, 0.03, n), rng.uniform(0.0, 3.5, n))
     xyz = np.c_[r * np.cos(az), r * np.sin(az), z].astype(np.float32)
-    return xyz, rng.uniform(0, 255, n).astype(np.float32)
+    return xyz, rng.uniform(0, 1, n).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from ros_fusion.core import network_io as nio
 from ros_fusion.core.bev import LIDAR_SLICES, OCCUPANCY_NORM, BevGrid, camera_coverage
 from ros_fusion.core.rig import load_rig
 from ros_fusion.core.transforms import xyz_rpy_to_transform
-from ros_fusion.core.types import Modality, RejectedInput
+from ros_fusion.core.types import Modality, PointCloud, RejectedInput
 from ros_fusion.paths import default_rig_path
 
 G = BevGrid()
@@ -30,7 +30,7 @@ def slow_lidar_raster(xyz: np.ndarray, inten: np.ndarray) -> np.ndarray:
         out[1, i, j] = zn.max()
         out[2, i, j] = zn.min()
         out[3, i, j] = zn.mean()
-        out[4, i, j] = np.clip(inten[ks] / 255.0, 0, 1).mean()
+        out[4, i, j] = np.clip(inten[ks], 0, 1).mean()
         for s, (lo, hi) in enumerate(LIDAR_SLICES):
             out[5 + s, i, j] = np.mean((z >= lo) & (z < hi))
     return out
@@ -60,7 +60,7 @@ def test_lidar_raster_matches_slow_reference(seed: int) -> None:
     xy = centres[rng.integers(0, 300, n)] + rng.normal(0, 0.3, (n, 2))
     xyz = np.c_[xy, rng.uniform(-1.5, 4.5, n)]
     xyz[5] = np.nan
-    inten = rng.uniform(0, 300, n)
+    inten = rng.uniform(-0.1, 1.2, n)  # already on the 0–1 scale; out-of-range values are clipped
     fast = G.lidar_raster(xyz, inten)
     ref = slow_lidar_raster(xyz, inten)
     assert fast.shape == (len(nio.LIDAR_SWEEP_CHANNELS), 128, 128) and fast.dtype == np.float32
@@ -71,7 +71,7 @@ def test_lidar_raster_matches_slow_reference(seed: int) -> None:
 def test_lidar_raster_known_cell() -> None:
     # three points in cell (70, 60): x in [4.8, 5.6), y in [-3.2, -2.4)
     xyz = np.array([[5.0, -3.0, 0.5], [5.5, -2.5, 1.5], [5.2, -2.9, 3.0]], np.float32)
-    r = G.lidar_raster(xyz, np.array([255.0, 0.0, 127.5]))
+    r = G.lidar_raster(xyz, np.array([1.0, 0.0, 0.5]))
     assert np.count_nonzero(r[0]) == 1 and r[0, 70, 60] == pytest.approx(np.log1p(3) / OCCUPANCY_NORM)
     assert r[1, 70, 60] == pytest.approx(0.8) and r[2, 70, 60] == pytest.approx(0.3)
     assert r[4, 70, 60] == pytest.approx(0.5)
@@ -84,7 +84,7 @@ def test_lidar_raster_known_cell() -> None:
     # filling one sweep's slice of the multi-sweep input gives the same numbers, in place
     both = np.zeros((len(nio.LIDAR_CHANNELS), 128, 128), np.float32)
     n = len(nio.LIDAR_SWEEP_CHANNELS)
-    assert G.lidar_raster(xyz, np.array([255.0, 0.0, 127.5]), out=both[n:]).base is both
+    assert G.lidar_raster(xyz, np.array([1.0, 0.0, 0.5]), out=both[n:]).base is both
     np.testing.assert_array_equal(both[n:], r)
     assert not both[:n].any()
     with pytest.raises(ValueError, match="out"):
@@ -131,3 +131,43 @@ def test_rig_coverage() -> None:
     valid[1, 3, 10, 20] = 1
     cov = camera_coverage(valid)
     assert cov.sum() == 1 and cov[10, 20] == 1
+
+
+def test_normalised_intensity_follows_each_sensors_scale() -> None:
+    """A KITTI-style 0–1 sensor and an 8-bit one seeing the same surfaces feed the network the same values."""
+    from ros_fusion.core.bev import normalised_intensity
+
+    dt = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    eight_bit, unit = np.zeros(3, dt), np.zeros(3, dt)
+    eight_bit["intensity"] = [255.0, 0.0, 51.0]
+    unit["intensity"] = [1.0, 0.0, 0.2]
+    a = normalised_intensity(PointCloud(0, "l", eight_bit), 255.0)
+    b = normalised_intensity(PointCloud(0, "l", unit), 1.0)
+    assert a.dtype == np.float32 and np.allclose(a, [1.0, 0.0, 0.2]) and np.allclose(a, b)
+    # read on the wrong scale, the 0–1 sensor looks black: what the rig's intensity_max prevents
+    assert normalised_intensity(PointCloud(0, "l", unit), 255.0).max() < 0.004
+    no_field = np.zeros(4, np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4")]))
+    assert normalised_intensity(PointCloud(0, "l", no_field), 255.0).tolist() == [0.0] * 4
+
+
+def _sweep(intensity: np.ndarray) -> PointCloud:
+    pts = np.zeros(len(intensity), np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")]))
+    pts["intensity"] = intensity
+    return PointCloud(0, "lidar_top", pts)
+
+
+def test_intensity_scale_mismatch_names_both_contradictions() -> None:
+    from ros_fusion.core.bev import intensity_scale_mismatch
+
+    rng = np.random.default_rng(0)
+    eight_bit, unit = rng.uniform(0, 255, 5000), rng.uniform(0, 1, 5000)
+    assert intensity_scale_mismatch(_sweep(eight_bit), 255.0) is None
+    assert intensity_scale_mismatch(_sweep(unit), 1.0) is None
+    black = intensity_scale_mismatch(_sweep(unit), 255.0)  # KITTI-style driver, 8-bit rig
+    assert black is not None and "intensity_max: 1" in black
+    white = intensity_scale_mismatch(_sweep(eight_bit), 1.0)  # 8-bit driver, 0-1 rig
+    assert white is not None and "exceed intensity_max 1" in white
+    # too few returns, NaN-only or no intensity field: not judged
+    assert intensity_scale_mismatch(_sweep(unit[:100]), 255.0) is None
+    assert intensity_scale_mismatch(_sweep(np.full(5000, np.nan)), 255.0) is None
+    assert intensity_scale_mismatch(_sweep(np.zeros(5000)), 255.0) is None  # all-black: no evidence of a scale

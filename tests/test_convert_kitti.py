@@ -47,6 +47,7 @@ def test_boxes_points_and_rig_round_trip(tmp_path: Path) -> None:
     assert drive.report.skipped == []
     rig = drive.rig_object()  # the generated rig validates
     assert set(rig.sensors) == {"lidar_top", "camera_front"}
+    assert rig.sensors["lidar_top"].intensity_max == 1.0  # KITTI reflectance is 0–1, not 8-bit
     topics = events_by_topic(drive)
     gt: list = topics["/ground_truth/obstacles"]
     assert len(gt) == 2

@@ -78,6 +78,7 @@ def test_lidar_points_stay_in_box_and_timestamps_are_real(nusc_root) -> None:
                                               (NUSC_T0_US + 500_000) * 1000]
     cloud = sweeps[0].payload
     assert cloud.field_names == ("x", "y", "z", "intensity", "ring")
+    assert rig.sensors["lidar_top"].intensity_max == 255.0  # nuScenes intensity is 8-bit
     base = transform_points(rig.sensors["lidar_top"].extrinsic, cloud.xyz())
     box = topics["/ground_truth/obstacles"][0].payload.boxes[0]
     assert inside(box, base[:200], tol=1e-4).all()

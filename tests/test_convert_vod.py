@@ -27,6 +27,7 @@ def test_vod_round_trip_radar_odometry_and_estimated_height(tmp_path: Path) -> N
     assert float(drive.metadata["lidar_height_m"]) == pytest.approx(1.6, abs=1e-6)  # estimated from the labels
     rig = drive.rig_object()
     assert set(rig.sensors) == {"lidar_top", "camera_front", "radar_front", "odometry"}
+    assert rig.sensors["lidar_top"].intensity_max == 255.0  # View-of-Delft LiDAR intensity is 8-bit
     np.testing.assert_allclose(rig.sensors["radar_front"].extrinsic, written["base_from_radar"], atol=1e-9)
     topics = by_topic(drive)
     # boxes

@@ -237,3 +237,30 @@ def test_state_changes_are_remembered_with_their_times() -> None:
     tr = h.snapshot(t).transitions
     assert len(tr) == TRANSITIONS_KEPT and tr[-1] == (t, "OK")
     assert [st for _, st in tr] == ["STALE", "OK"] * (TRANSITIONS_KEPT // 2)
+
+
+def test_lidar_on_the_wrong_intensity_scale_is_a_warning_until_a_sweep_fits() -> None:
+    """A 0–1 driver on a rig that says 8-bit: WARN naming intensity_max, counted; data still used (OK)."""
+    from ros_fusion.core.types import PointCloud
+    from ros_fusion.runtime.engine import FusionEngine
+
+    rig = load_rig(default_rig_path())
+    engine = FusionEngine(rig, None)
+    dt = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    rng = np.random.default_rng(0)
+    now = T0
+
+    def sweep(k: int, scale: float) -> PointCloud:
+        pts = np.zeros(4000, dt)
+        pts["x"] = rng.uniform(-30, 30, 4000)
+        pts["intensity"] = rng.uniform(0, scale, 4000)
+        return PointCloud(now + k * 100_000_000, "lidar_top", pts)
+
+    for k in range(3):
+        assert engine.accept("lidar_top", sweep(k, 1.0), now + k * 100_000_000 + 1_000_000, None) is None
+    snap = engine.health.snapshot(now + 250_000_000).sensors["lidar_top"]
+    assert snap.state is SensorState.OK and snap.level == Level.WARN
+    assert "intensity_max: 1" in snap.message and snap.warned == {"intensity_scale": 3}
+    engine.accept("lidar_top", sweep(3, 255.0), now + 301_000_000, None)
+    snap = engine.health.snapshot(now + 350_000_000).sensors["lidar_top"]
+    assert snap.level == Level.OK and snap.input_warning is None and snap.warned == {"intensity_scale": 3}

@@ -13,6 +13,7 @@ from functools import cache
 import numpy as np
 import pytest
 
+from ros_fusion.core.bev import normalised_intensity
 from ros_fusion.core.rig import load_rig
 from ros_fusion.core.types import NS_PER_S, PointCloud
 from ros_fusion.eval.bag_eval import (
@@ -282,7 +283,7 @@ def test_previous_lidar_sweep_is_deskewed_to_t_and_left_out_after_a_gap() -> Non
 
     def raster_at(cloud: PointCloud, t: int) -> np.ndarray:
         xyz = deskew_lidar(cloud.xyz(), point_times_ns(cloud), t, pipe.ego, lidar.extrinsic)
-        return pipe.grid.lidar_raster(np.asarray(xyz, np.float32), np.asarray(cloud.points["intensity"]))
+        return pipe.grid.lidar_raster(np.asarray(xyz, np.float32), normalised_intensity(cloud, lidar.intensity_max))
 
     first = lidar_bev(clouds[1])
     assert first[:n].any() and not first[n:].any()  # nothing before it yet

@@ -39,7 +39,7 @@ def full_frame(rig) -> SensorFrame:
     pts = np.c_[rng.uniform(-40, 40, 5000), rng.uniform(-40, 40, 5000), rng.uniform(0, 3, 5000)]
     return SensorFrame(
         stamp_ns=T,
-        lidar_xyz=pts, lidar_intensity=rng.uniform(0, 255, 5000),
+        lidar_xyz=pts, lidar_intensity=rng.uniform(0, 1, 5000),
         radar_xyz=np.array([[20.0, 1.0, 0.5], [35.0, -4.0, 0.5]]), radar_rcs=np.array([10.0, 0.0]),
         radar_v_comp=np.array([-5.0, 0.2]),
         cameras=[CameraFrame(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), cam.intrinsics, cam.extrinsic)],

@@ -69,6 +69,10 @@ def _mutated(path: list, value, delete: bool = False) -> dict:
         (["sensors", "lidar_top", "extrinsics"], {"matrix": [[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]},
          False, "sensors.lidar_top.extrinsics.matrix"),
         (["sensors", "lidar_top", "rate"], 10, False, "sensors.lidar_top"),
+        (["sensors", "lidar_top", "intensity_max"], 0, False, "sensors.lidar_top.intensity_max"),
+        (["sensors", "lidar_top", "intensity_max"], "0-1", False, "sensors.lidar_top.intensity_max"),
+        (["sensors", "lidar_top", "intensity_max"], 1e9, False, "sensors.lidar_top.intensity_max"),
+        (["sensors", "radar_front", "intensity_max"], 1.0, False, "sensors.radar_front.intensity_max"),
         (["sensors"], {}, False, "sensors"),
     ],
 )
@@ -134,3 +138,10 @@ def test_surround_rig_is_the_default_rig_plus_radars_that_see_all_around():
     assert grid.modality_coverage(default.of(Modality.RADAR))[near].mean() < 0.4
     yaws = sorted(round(np.degrees(np.arctan2(r.extrinsic[1, 0], r.extrinsic[0, 0]))) for r in radars)
     assert yaws == [-160, -80, 0, 80, 160]
+
+
+def test_intensity_max_defaults_to_8_bit_and_is_read_per_lidar():
+    assert rig_from_dict(copy.deepcopy(DEFAULT)).sensors["lidar_top"].intensity_max == 255.0
+    kitti_like = rig_from_dict(_mutated(["sensors", "lidar_top", "intensity_max"], 1.0))
+    assert kitti_like.sensors["lidar_top"].intensity_max == 1.0
+    assert rig_from_yaml(kitti_like.to_yaml()).sensors["lidar_top"].intensity_max == 1.0  # survives the bag's /rig

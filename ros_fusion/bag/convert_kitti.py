@@ -73,6 +73,10 @@ from .convert_common import (
 
 #: Height of KITTI's Velodyne above the ground (IJRR 2013 setup figure).
 KITTI_LIDAR_HEIGHT_M = 1.73
+#: Full scale of KITTI's Velodyne reflectance: `velodyne/*.bin` rows are float32 x, y, z, reflectance with the
+#: reflectance in [0, 1] (KITTI object devkit, readme.txt; Geiger et al., IJRR 2013 §III), not the 0–255 of
+#: Velodyne packets. Written to the rig as the LiDAR's `intensity_max`.
+KITTI_INTENSITY_MAX = 1.0
 #: Stamps for datasets that have none start here (the simulator's epoch: plausible, never 1970).
 DATASET_EPOCH_NS = SIM_EPOCH_NS
 FRAME_PERIOD_NS = 100_000_000
@@ -350,7 +354,8 @@ def convert_kitti(
 
 
 def _group_drive(drive_name: str, g: CalibGroup, classes: Sequence[str], lidar_height: float,
-                 report: ConversionReport, table: Mapping[str, str | None], dataset: str) -> ConvertedDrive:
+                 report: ConversionReport, table: Mapping[str, str | None], dataset: str,
+                 intensity_max: float = KITTI_INTENSITY_MAX) -> ConvertedDrive:
     """Refs for one calibration group: LiDAR, camera + info and ground truth per frame."""
     calib = g.calib
     base_from_rect = base_from_velo(lidar_height) @ np.linalg.inv(calib.rect_from_velo())
@@ -404,6 +409,7 @@ def _group_drive(drive_name: str, g: CalibGroup, classes: Sequence[str], lidar_h
     sensors: dict[str, Any] = {
         "lidar_top": {
             "modality": "lidar", "topic": LIDAR_TOPIC, "frame_id": "lidar_top", "rate_hz": 10.0,
+            "intensity_max": float(intensity_max),
             "extrinsics": extrinsics_entry(base_from_velo(lidar_height)),
         },
         "camera_front": {

@@ -69,6 +69,9 @@ RATES_HZ = {"lidar": 20.0, "camera": 12.0, "radar": 13.0}
 RADAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("v_r", "<f4"), ("rcs", "<f4"),
                         ("v_r_comp", "<f4"), ("dyn_prop", "u1"), ("ambig_state", "u1"), ("invalid_state", "u1")])
 LIDAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4"), ("ring", "<u2")])
+#: Full scale of nuScenes LiDAR intensity: the HDL-32E's 8-bit calibrated reflectivity, 0–255 in the
+#: `.pcd.bin` rows x, y, z, intensity, ring (nuScenes devkit `LidarPointCloud`; Caesar et al., CVPR 2020).
+NUSCENES_INTENSITY_MAX = 255.0
 IMU_TOPIC = "/sensors/imu"
 ODOMETRY_TOPIC = "/vehicle/odometry"
 
@@ -228,6 +231,8 @@ def _scene_drive(nusc: Any, root: Path, scene: dict[str, Any], classes: Sequence
         topic = (f"/sensors/{sname}/image_raw/compressed" if modality == "camera" else f"/sensors/{sname}/points")
         entry: dict[str, Any] = {"modality": modality, "topic": topic, "frame_id": frame,
                                  "rate_hz": RATES_HZ[modality], "extrinsics": extrinsics_entry(record_transform(cs))}
+        if modality == "lidar":
+            entry["intensity_max"] = NUSCENES_INTENSITY_MAX
         K = None
         if modality == "camera":
             K = np.asarray(cs["camera_intrinsic"], dtype=np.float64).reshape(3, 3)

@@ -64,6 +64,9 @@ from .convert_kitti import (
     read_calib,
 )
 
+#: Full scale of the View-of-Delft LiDAR's intensity (HDL-64 S3): 0–255, unlike KITTI's 0–1 reflectance
+#: (View-of-Delft devkit, lidar data description; Palffy et al., RA-L 2022). The rig's `intensity_max`.
+VOD_LIDAR_INTENSITY_MAX = 255.0
 RADAR_TOPIC = "/sensors/radar_front/points"
 ODOMETRY_TOPIC = "/vehicle/odometry"
 RADAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("v_r", "<f4"), ("rcs", "<f4"),
@@ -158,7 +161,7 @@ def convert_vod(
     for gi, g in enumerate(groups):
         drive_name = stem if len(groups) == 1 else f"{stem}_calib{gi}"
         h = lidar_height if lidar_height is not None else estimate_lidar_height(g, report)
-        drive = _group_drive(drive_name, g, classes, h, report, VOD_CLASS_MAP, "vod")
+        drive = _group_drive(drive_name, g, classes, h, report, VOD_CLASS_MAP, "vod", VOD_LIDAR_INTENSITY_MAX)
         drive.metadata["lidar_height_source"] = "given" if lidar_height is not None else "estimated from labels"
         _add_radar(drive, g, radar_base, h, report)
         _add_odometry(drive, g, lidar_base / "pose", h, report)

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import network_io as nio
 from .rig import SensorSpec
-from .types import Modality, RejectedInput
+from .types import Modality, PointCloud, RejectedInput
 
 #: Heights (base_link z, m) bounding each LiDAR height slice channel (`network_io.LIDAR_SWEEP_CHANNELS`).
 LIDAR_SLICES: tuple[tuple[float, float], ...] = ((0.2, 1.0), (1.0, 2.0), (2.0, 4.0))
@@ -140,12 +140,12 @@ class BevGrid:
         return u[idx].astype(np.intp), z[idx].astype(np.float32), idx
 
     def lidar_raster(self, xyz: np.ndarray, intensity: np.ndarray | None = None,
-                     intensity_scale: float = 255.0, out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None) -> np.ndarray:
         """Pillar statistics of one sweep per `network_io.LIDAR_SWEEP_CHANNELS`: (8, nx, ny) float32.
 
         `xyz` (N, 3) in base_link at T (deskewed); points outside the grid, outside
-        z ∈ [Z_MIN, Z_MAX) or non-finite are not counted. `intensity` is divided by
-        `intensity_scale` (255 for 8-bit drivers, 1 for drivers reporting 0–1) and clipped to [0, 1].
+        z ∈ [Z_MIN, Z_MAX) or non-finite are not counted. `intensity` is already on the
+        network's 0–1 scale (`normalised_intensity`, per sensor) and is clipped to [0, 1].
         `out`: a zeroed C-contiguous (8, nx, ny) float32 array to fill (one sweep's slice of the
         network's multi-sweep input) instead of a new one.
         """
@@ -182,7 +182,7 @@ class BevGrid:
         flat[2, cells] = np.minimum.reduceat(zs, starts)
         flat[3] = np.bincount(cell, weights=zn, minlength=n_cells) * inv
         if intensity is not None:
-            it = np.asarray(intensity).reshape(-1)[idx].astype(np.float32) * np.float32(1.0 / intensity_scale)
+            it = np.asarray(intensity, np.float32).reshape(-1)[idx]
             np.fmax(it, 0.0, out=it)  # fmax/fmin drop NaN (→ 0), unlike clip
             np.fmin(it, 1.0, out=it)
             flat[4] = np.bincount(cell, weights=it, minlength=n_cells) * inv
@@ -277,6 +277,50 @@ class BevGrid:
 
 
 _ALLOCATOR_TUNED: list[bool] = []
+
+
+def normalised_intensity(cloud: PointCloud, intensity_max: float) -> np.ndarray:
+    """Per-point intensity on the network's 0–1 scale: the driver's value / the sensor's full scale.
+
+    Why per sensor: drivers disagree (8-bit 0–255 for Velodyne packets, nuScenes and View-of-Delft,
+    0–1 reflectance for KITTI, 16-bit for some Ouster modes), and a 0–1 sensor read as 0–255 shows
+    the network a LiDAR whose every return is black. The rig's `intensity_max` says which; a cloud
+    without an intensity field reads as 0. Not clipped here: `BevGrid.lidar_raster` clips (NaN → 0).
+    """
+    if not cloud.has("intensity"):
+        return np.zeros(len(cloud.points), np.float32)
+    return np.asarray(cloud.points["intensity"], np.float32) * np.float32(1.0 / float(intensity_max))
+
+
+#: Finite intensities a sweep needs before its scale is judged (a few returns say nothing about a driver).
+INTENSITY_CHECK_MIN_POINTS = 1000
+#: Fraction of intensities above 1.05 × intensity_max that says the driver uses a larger scale.
+INTENSITY_OVER_FRACTION = 0.01
+
+
+def intensity_scale_mismatch(cloud: PointCloud, intensity_max: float) -> str | None:
+    """Why this sweep's intensities contradict the rig's `intensity_max`, or None when they do not.
+
+    Two contradictions are unmistakable on a real sweep of thousands of returns: values well above
+    full scale (a 16-bit or 0–255 driver on a rig that says 0–1: clipped, the network sees white),
+    and a rig that says 8-bit while every value is ≤ 1 (a KITTI-style 0–1 driver: the network
+    sees black). Sweeps too small or without an intensity field are not judged.
+    """
+    if not cloud.has("intensity"):
+        return None
+    v = np.asarray(cloud.points["intensity"], np.float32)
+    v = v[np.isfinite(v)]
+    if v.size < INTENSITY_CHECK_MIN_POINTS:
+        return None
+    top = float(v.max())
+    over = float(np.count_nonzero(v > 1.05 * intensity_max)) / v.size
+    if over > INTENSITY_OVER_FRACTION:
+        return (f"{100 * over:.0f} % of the intensities exceed intensity_max {intensity_max:g} (max {top:g}): "
+                "the driver reports on a larger scale; set the rig's intensity_max")
+    if intensity_max > 1.5 and 0.0 < top <= 1.0:
+        return (f"every intensity is <= 1 (max {top:.3g}) but intensity_max is {intensity_max:g}: a 0-1 sensor "
+                "read as 8-bit looks black to the network; set the rig's intensity_max: 1")
+    return None
 
 
 def tune_allocator() -> bool:

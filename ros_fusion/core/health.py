@@ -158,6 +158,10 @@ class SensorSnapshot:
     frozen_messages: int = 0  # accepted messages that repeated their predecessor's payload, all time
     frozen_episodes: int = 0  # how often the stream froze
     recovering: bool = False  # data is back but not yet `recover_count` healthy messages
+    #: Accepted messages whose content contradicted the rig (e.g. intensity scale), per check, all time.
+    warned: dict[str, int] = field(default_factory=dict)
+    #: What the latest checked message contradicted (None: it passed): a warning, data still used.
+    input_warning: str | None = None
     #: the last state changes, oldest first: (now_ns of the update that made it, new state value)
     transitions: tuple[tuple[int, str], ...] = ()
 
@@ -205,11 +209,20 @@ class SensorHealth:
         self._repeat_run = 0  # messages in a row that repeated their predecessor's digest
         self._healthy_run = 0  # healthy messages in a row (hysteresis)
         self._degraded = False  # was STALE/MISSING/frozen after having data: hysteresis applies
+        self.warned: Counter[str] = Counter()
+        self.input_warning: str | None = None
         # State changes with their times, so a reader polling every second (diagnostics) still
         # learns of a STALE that lasted less than a second.
         self.transitions: deque[tuple[int, SensorState]] = deque(maxlen=TRANSITIONS_KEPT)
 
     # --- events -------------------------------------------------------------
+    def on_input_check(self, check: str, problem: str | None) -> None:
+        """The outcome of a content check on an accepted message: `problem` names what contradicts the rig
+        (counted under `check`, kept as the sensor's warning until a message passes), None = it passed."""
+        if problem is not None:
+            self.warned[check] += 1
+        self.input_warning = problem
+
     def on_message(self, stamp_ns: int, recv_ns: int, digest: bytes | None = None) -> None:
         """An accepted message. `digest`: a cheap hash of the payload (None: not checked, e.g. empty data).
 
@@ -346,6 +359,8 @@ class SensorHealth:
             message = f"STALE: frozen data ({self._repeat_run + 1} identical messages in a row)"
         elif self.recovering and silent_s is not None and silent_s * NS_PER_S <= self.config.stale_timeout_ns:
             message = f"STALE: recovering ({self._healthy_run}/{self.config.recover_count} healthy messages)"
+        if state is SensorState.OK and self.input_warning is not None:
+            level, message = max(level, Level.WARN), f"{message}; {self.input_warning}"
         return SensorSnapshot(
             name=self.config.name,
             modality=self.config.modality,
@@ -371,6 +386,8 @@ class SensorHealth:
             frozen_messages=self.frozen_messages,
             frozen_episodes=self.frozen_episodes,
             recovering=self.recovering,
+            warned=dict(self.warned),
+            input_warning=self.input_warning,
             transitions=tuple((t, st.value) for t, st in self.transitions),
         )
 

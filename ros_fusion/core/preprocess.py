@@ -45,7 +45,8 @@ class CameraFrame:
 class SensorFrame:
     """Everything one fusion step needs, already brought to base_link at `stamp_ns` (= T).
 
-    `lidar_xyz` (N, 3) deskewed, `lidar_intensity` (N,) or None; `lidar_prev_xyz` /
+    `lidar_xyz` (N, 3) deskewed, `lidar_intensity` (N,) on the 0–1 scale
+    (`bev.normalised_intensity`, by each sensor's `intensity_max`) or None; `lidar_prev_xyz` /
     `lidar_prev_intensity` the sweep before it, deskewed to the same T (None: no previous
     sweep, its raster channels stay 0; `network_io.LIDAR_SWEEPS`); `radar_xyz` (M, 3),
     `radar_rcs` (M,) dBsm, `radar_v_comp` (M,) ego-compensated radial velocity m/s;
@@ -92,8 +93,7 @@ def is_previous_sweep(prev_stamp_ns: int, stamp_ns: int, period_s: float) -> boo
 class Preprocessor:
     """Holds what is fixed for a rig (grid, static LiDAR/radar coverage, camera count, IMU mounting)."""
 
-    def __init__(self, rig: Rig | None = None, grid: BevGrid | None = None, n_cameras: int | None = None,
-                 intensity_scale: float = 255.0) -> None:
+    def __init__(self, rig: Rig | None = None, grid: BevGrid | None = None, n_cameras: int | None = None) -> None:
         self.grid = grid or BevGrid()
         self.radar_sensor_coverage: dict[str, np.ndarray] | None = None  # no rig, no sectors
         if rig is not None:
@@ -112,7 +112,6 @@ class Preprocessor:
         self.n_cameras = int(n_cameras if n_cameras is not None else max(len(self.camera_names), 1))
         if not 1 <= self.n_cameras <= nio.MAX_CAMERAS:
             raise ValueError(f"n_cameras must be 1..{nio.MAX_CAMERAS}, got {self.n_cameras}")
-        self.intensity_scale = float(intensity_scale)
 
     def radar_input_coverage(self, sensors: Sequence[str] | None) -> np.ndarray:
         """BEV coverage of the radars named (None: every radar of the rig; without a rig: everywhere)."""
@@ -136,9 +135,9 @@ class Preprocessor:
         g = self.grid
         nch = len(nio.LIDAR_SWEEP_CHANNELS)
         out = np.zeros((len(nio.LIDAR_CHANNELS), g.nx, g.ny), np.float32)
-        g.lidar_raster(xyz, intensity, self.intensity_scale, out=out[:nch])
+        g.lidar_raster(xyz, intensity, out=out[:nch])
         if prev_xyz is not None:
-            g.lidar_raster(prev_xyz, prev_intensity, self.intensity_scale, out=out[nch:2 * nch])
+            g.lidar_raster(prev_xyz, prev_intensity, out=out[nch:2 * nch])
         return out
 
     def build(self, frame: SensorFrame) -> nio.NetworkInputs:

@@ -29,6 +29,10 @@ class ConfigError(ValueError):
         super().__init__(f"{where}{key}: {message}")
 
 
+#: Full-scale LiDAR intensity when the rig does not give one: the 8-bit convention of most drivers.
+DEFAULT_INTENSITY_MAX = 255.0
+
+
 @dataclass
 class SensorSpec:
     """One sensor of the rig. `extrinsic` maps sensor-frame points to base_link."""
@@ -44,6 +48,10 @@ class SensorSpec:
     info_topic: str = ""
     child_frame_id: str = ""
     intrinsics: CameraIntrinsics | None = None
+    #: LiDAR only: the intensity value of the strongest return, as the driver reports it (255 for 8-bit
+    #: drivers — Velodyne packets, nuScenes, View-of-Delft —, 1 for KITTI's 0–1 reflectance). The network
+    #: reads intensity / intensity_max, so a sensor on another scale must say so here.
+    intensity_max: float = DEFAULT_INTENSITY_MAX
     model: dict[str, Any] = field(default_factory=dict)
     #: Optional synchroniser settings (`sync:` in the rig file): offset_ms, tolerance_ms,
     #: timeout_ms, buffer_size; absent keys are derived from rate and latency by `core.sync`.
@@ -143,7 +151,7 @@ def parse_intrinsics(value: Any, key: str, source: str = "") -> CameraIntrinsics
 
 _SENSOR_KEYS = {
     "modality", "topic", "frame_id", "rate_hz", "latency_ms", "jitter_ms", "extrinsics",
-    "intrinsics", "info_topic", "child_frame_id", "model", "sync",
+    "intrinsics", "info_topic", "child_frame_id", "model", "sync", "intensity_max",
 }
 _SYNC_KEYS = ("offset_ms", "tolerance_ms", "timeout_ms", "buffer_size")
 
@@ -206,6 +214,15 @@ def _parse_sensor(name: str, d: Any, source: str) -> SensorSpec:
     model = d.get("model", {}) or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{key}.model", "expected a mapping", source)
+    intensity_max = DEFAULT_INTENSITY_MAX
+    if "intensity_max" in d:
+        if modality != Modality.LIDAR:
+            raise ConfigError(f"{key}.intensity_max", f"only a LiDAR has an intensity scale, not a {modality.value}",
+                              source)
+        intensity_max = _num(d["intensity_max"], f"{key}.intensity_max", source, positive=True)
+        if intensity_max > 1e6:
+            raise ConfigError(f"{key}.intensity_max", f"implausible full-scale intensity {intensity_max} (max 1e6)",
+                              source)
     return SensorSpec(
         name=name,
         modality=modality,
@@ -218,6 +235,7 @@ def _parse_sensor(name: str, d: Any, source: str) -> SensorSpec:
         info_topic=str(d.get("info_topic", "")),
         child_frame_id=str(d.get("child_frame_id", "")),
         intrinsics=intr,
+        intensity_max=intensity_max,
         model=copy.deepcopy(model),
         sync=parse_sync(d.get("sync"), f"{key}.sync", source),
     )

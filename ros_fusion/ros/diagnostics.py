@@ -53,6 +53,7 @@ def sensor_status(snap: SensorSnapshot) -> DiagnosticStatus:
     values.append(_kv("dropped", snap.dropped_total))
     values += [_kv(f"dropped.{r}", n) for r, n in sorted(snap.dropped.items())]
     values += [_kv(f"points_dropped.{r}", n) for r, n in sorted(snap.points_dropped.items())]
+    values += [_kv(f"warned.{r}", n) for r, n in sorted(snap.warned.items())]
     values.append(_kv("stamp_resets", snap.stamp_resets))
     values += [
         _kv("frozen", int(snap.frozen)),

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.bev import intensity_scale_mismatch
 from ..core.health import HealthMonitor, SensorHealth, SensorState, health_configs_from_rig
 from ..core.rig import Rig
 from ..core.sync import Bundle, BundleStats, Synchroniser, default_reference, stream_configs_from_rig
@@ -127,7 +128,10 @@ class FusionEngine:
             health.on_reject(reason)
             return reason
         health.on_message(obj.stamp_ns, now_ns, digest)
-        modality = self.rig.sensors[sensor].modality
+        spec = self.rig.sensors[sensor]
+        modality = spec.modality
+        if modality is Modality.LIDAR:  # used either way (clipped); the rig may be wrong, so say so
+            health.on_input_check("intensity_scale", intensity_scale_mismatch(obj, spec.intensity_max))
         if modality is Modality.IMU:
             if self.pipeline is not None:
                 self.pipeline.add_imu(obj)  # bad samples are counted in ego.stats, never raised

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..core import network_io as nio
-from ..core.bev import BevGrid, tune_allocator
+from ..core.bev import BevGrid, normalised_intensity, tune_allocator
 from ..core.centerhead import decode
 from ..core.compensation import StaticMotion, compensate_radar, deskew_lidar
 from ..core.ego_motion import OutOfHistory, PoseHistory
@@ -509,11 +509,6 @@ class FusionPipeline:
 
         return np.asarray(self._with_motion(min(lo, T), max(hi, T), deskew), np.float32)
 
-    @staticmethod
-    def _intensity(cloud: PointCloud) -> np.ndarray:
-        return (np.asarray(cloud.points["intensity"], np.float32) if cloud.has("intensity")
-                else np.zeros(len(cloud.points), np.float32))
-
     def _lidar_at(self, members: list[tuple[SensorSpec, Member]], T: int, prep: PreparedBundle | None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The members' sweeps and the sweeps before them, all deskewed into base_link at T.
@@ -526,10 +521,10 @@ class FusionPipeline:
             cloud: PointCloud = m.payload
             prev = self._remember_sweep(spec, cloud)
             xyz_parts.append(self._deskew(spec, cloud, T))
-            inten_parts.append(self._intensity(cloud))
+            inten_parts.append(normalised_intensity(cloud, spec.intensity_max))
             if prev is not None:
                 prev_xyz.append(self._deskew(spec, prev, T))
-                prev_inten.append(self._intensity(prev))
+                prev_inten.append(normalised_intensity(prev, spec.intensity_max))
         if not prev_xyz:
             return np.concatenate(xyz_parts), np.concatenate(inten_parts), None, None
         return (np.concatenate(xyz_parts), np.concatenate(inten_parts), np.concatenate(prev_xyz),

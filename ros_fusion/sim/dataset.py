@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from ..core import network_io as nio
-from ..core.bev import tune_allocator
+from ..core.bev import normalised_intensity, tune_allocator
 from ..core.camera_lift import normalise_image, resize_image
 from ..core.centerhead import Targets, encode_obstacles
 from ..core.compensation import compensate_radar, deskew_lidar
@@ -205,9 +205,9 @@ class DriveSamples:
         frame = SensorFrame(
             stamp_ns=T,
             lidar_xyz=xyz,
-            lidar_intensity=np.asarray(cloud.points["intensity"]),
+            lidar_intensity=normalised_intensity(cloud, self.lidar.intensity_max),
             lidar_prev_xyz=prev_xyz,
-            lidar_prev_intensity=None if prev is None else np.asarray(prev.points["intensity"]),
+            lidar_prev_intensity=None if prev is None else normalised_intensity(prev, self.lidar.intensity_max),
             radar_xyz=np.concatenate(r_xyz) if r_xyz else None,
             radar_rcs=np.concatenate(r_rcs) if r_rcs else None,
             radar_v_comp=np.concatenate(r_v) if r_v else None,
