@@ -187,3 +187,18 @@ def test_kitti_bag_replays_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv(k, v)
     stats = replay_bag(bag, rate=10.0)
     assert stats.published == n == bag_summary(bag).message_count
+
+
+def test_still_frames_are_stamped_one_period_apart_whatever_their_ids(tmp_path: Path) -> None:
+    """KITTI object ids are not consecutive in time: frame 000009 after 000002 is the next instant, not 0.7 s
+    later (which made every sensor stale), and the rig marks the frames as still (no previous sweep)."""
+    root = tmp_path / "kitti"
+    write_kitti(root, frames=4)
+    base = root / "training"
+    for d, ext in (("velodyne", "bin"), ("image_2", "png"), ("calib", "txt"), ("label_2", "txt")):
+        (base / d / f"000003.{ext}").rename(base / d / f"000009.{ext}")
+    drive = convert_kitti(root)[0]
+    assert drive.rig_object().still_frames is True
+    stamps = sorted(ev.stamp_ns for ev in events_by_topic(drive)["/sensors/lidar_top/points"])
+    assert np.diff(stamps).tolist() == [100_000_000] * 3
+    assert drive.metadata["timestamps"].startswith("synthetic: still frames")

@@ -24,7 +24,8 @@ def test_vod_round_trip_radar_odometry_and_estimated_height(tmp_path: Path) -> N
     written = write_vod(tmp_path / "vod", frames=3, lidar_height=1.6)
     drive = convert_vod(tmp_path / "vod")[0]
     assert drive.report.skipped == []
-    assert float(drive.metadata["lidar_height_m"]) == pytest.approx(1.6, abs=1e-6)  # estimated from the labels
+    assert float(drive.metadata["lidar_height_m"]) == pytest.approx(1.6, abs=1e-3)  # fitted to the road
+    assert drive.metadata["lidar_height_source"].startswith("ground fit: 1.600 m (median of 3/3 sweeps")
     rig = drive.rig_object()
     assert set(rig.sensors) == {"lidar_top", "camera_front", "radar_front", "odometry"}
     assert rig.sensors["lidar_top"].intensity_max == 255.0  # View-of-Delft LiDAR intensity is 8-bit

@@ -338,3 +338,29 @@ def test_a_missing_radar_of_several_takes_its_sector_out_of_the_radar_coverage()
     after = [v for t, v in behind.items() if 2.3 <= t < 2.5]  # the bag ends at 2.6 s
     assert before and during and after
     assert before == [1.0] * len(before) and during == [0.0] * len(during) and after == [1.0] * len(after)
+
+
+def test_still_frames_never_borrow_the_sweep_before() -> None:
+    """A still-frame rig (KITTI object): consecutive sweeps one period apart are separate scenes."""
+    from ros_fusion.core import network_io as nio
+    from ros_fusion.core.sync import Bundle, Member
+
+    n = len(nio.LIDAR_SWEEP_CHANNELS)
+    clouds = [p for topic, _, p in _events("urban", 12, 1.0) if topic == _rig().sensors["lidar_top"].topic]
+
+    def prev_channels(rig) -> list[bool]:
+        pipe = FusionPipeline(rig, None, None)
+        out = []
+        for c in clouds[:4]:
+            t = int(c.stamp_ns)
+            bundle = Bundle(t, "lidar_top", {"lidar_top": Member(t, t, c, 0)}, frozenset(), 0, t)
+            out.append(bool(pipe.network_inputs(bundle).arrays["lidar_bev"][n:].any()))
+        return out, pipe.counters
+
+    moving, _ = prev_channels(_rig())
+    assert moving == [False, True, True, True]  # a drive: each sweep after the first has its previous one
+    still_rig = _rig()
+    still_rig.still_frames = True
+    still, counters = prev_channels(still_rig)
+    assert still == [False] * 4 and counters["lidar_still_frames"] == 4
+    assert counters["lidar_without_previous_sweep"] == 0  # not a gap: the rig says so

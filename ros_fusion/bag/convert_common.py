@@ -311,8 +311,12 @@ def intrinsics_entry(width: int, height: int, K: np.ndarray, D: Sequence[float] 
     }
 
 
-def rig_dict(name: str, sensors: dict[str, dict[str, Any]], comment: str) -> dict[str, Any]:
-    return {"rig": {"name": name, "base_frame": "base_link", "description": comment}, "sensors": sensors}
+def rig_dict(name: str, sensors: dict[str, dict[str, Any]], comment: str, still_frames: bool = False
+             ) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "base_frame": "base_link", "description": comment}
+    if still_frames:
+        meta["still_frames"] = True
+    return {"rig": meta, "sensors": sensors}
 
 
 # --------------------------------------------------------------------------- ground truth / motion

@@ -26,9 +26,14 @@ images are rectified). P2's fourth column is camera 2's offset from the
 rectified camera 0 (t = K⁻¹ P2[:, 3]); it is folded into the camera's
 extrinsic so that K · (x_cam2) reproduces P2 exactly.
 
-Times: the object benchmark has none. Frame ``NNNNNN`` is stamped
-``DATASET_EPOCH_NS + NNNNNN × 100 ms`` (10 Hz, the sensor rate), which keeps
-frames in file order; their content is NOT temporally consecutive. Ground
+Times: the object benchmark has none, and its frames are still frames: one
+sweep each, ids not consecutive in time (adjacent ids may come from different
+drives). KITTI frames are stamped one LiDAR period apart in file order — the
+k-th frame of a bag at ``DATASET_EPOCH_NS + k × 100 ms``, whatever its id, so
+no gap between ids makes the sensors stale — and the rig says
+``still_frames: true``, so the pipeline never fuses a frame with the one before
+it as "previous sweep": each frame is its own instant. (View-of-Delft, which
+shares this module, records sequences: its frames keep ``id × 100 ms``.) Ground
 truth velocities are unknown (KITTI object has no tracks): vx = vy = 0, and the
 bag metadata says ``gt_velocity: unavailable``.
 
@@ -355,7 +360,7 @@ def convert_kitti(
 
 def _group_drive(drive_name: str, g: CalibGroup, classes: Sequence[str], lidar_height: float,
                  report: ConversionReport, table: Mapping[str, str | None], dataset: str,
-                 intensity_max: float = KITTI_INTENSITY_MAX) -> ConvertedDrive:
+                 intensity_max: float = KITTI_INTENSITY_MAX, still_frames: bool = True) -> ConvertedDrive:
     """Refs for one calibration group: LiDAR, camera + info and ground truth per frame."""
     calib = g.calib
     base_from_rect = base_from_velo(lidar_height) @ np.linalg.inv(calib.rect_from_velo())
@@ -373,8 +378,8 @@ def _group_drive(drive_name: str, g: CalibGroup, classes: Sequence[str], lidar_h
                 continue
     refs: list[EventRef] = []
     seen = {"lidar_top": 0, "camera_front": 0}
-    for f in g.frames:
-        stamp = DATASET_EPOCH_NS + f.number * FRAME_PERIOD_NS
+    for k, f in enumerate(g.frames):
+        stamp = DATASET_EPOCH_NS + (k if still_frames else f.number) * FRAME_PERIOD_NS
         if f.velodyne.exists():
             refs.append(EventRef("lidar_top", LIDAR_TOPIC, stamp, stamp,
                                  lambda p=f.velodyne, s=stamp: load_lidar(p, s), str(f.velodyne)))
@@ -428,7 +433,10 @@ def _group_drive(drive_name: str, g: CalibGroup, classes: Sequence[str], lidar_h
     meta = {
         "dataset": dataset, "source": str(g.frames[0].calib.parent.parent), "frames": str(len(g.frames)),
         "first_frame": g.frames[0].frame, "last_frame": g.frames[-1].frame, "lidar_height_m": repr(lidar_height),
-        "gt_velocity": "unavailable", "timestamps": "synthetic: frame number x 100 ms",
+        "gt_velocity": "unavailable",
+        "timestamps": ("synthetic: still frames, one per 100 ms in file order" if still_frames
+                       else "synthetic: frame number x 100 ms"),
         "classes": " ".join(classes),
     }
-    return ConvertedDrive(drive_name, rig_dict(drive_name, sensors, comment), refs, report, meta, absent)
+    return ConvertedDrive(drive_name, rig_dict(drive_name, sensors, comment, still_frames), refs, report, meta,
+                          absent)

@@ -22,8 +22,10 @@ base_link definition, same camera handling). On top of it:
   differences of neighbouring frames.
 
 base_link height: VoD does not publish its LiDAR mount height, so by default
-it is estimated from the labels: the median height of the labelled boxes'
-bottom centres below the LiDAR (objects stand on the road). Pass
+it is fitted to the road: a RANSAC ground plane per sweep, median over up to
+`GROUND_FIT_SWEEPS` sweeps of the calibration group (`bag.ground`). Only when
+no sweep shows a road does it fall back to the labels (the median height of the
+labelled boxes' bottom centres below the LiDAR), then to KITTI's 1.73 m. Pass
 `lidar_height` to fix it. Times: frame ``NNNNN`` at
 ``DATASET_EPOCH_NS + NNNNN × 100 ms`` (VoD frames are 10 Hz; a gap in frame
 numbers, i.e. a new sequence, is a gap in time).
@@ -60,9 +62,11 @@ from .convert_kitti import (
     _group_drive,
     base_from_velo,
     calibration_groups,
+    load_lidar,
     parse_labels,
     read_calib,
 )
+from .ground import GroundFit, fit_lidar_height
 
 #: Full scale of the View-of-Delft LiDAR's intensity (HDL-64 S3): 0–255, unlike KITTI's 0–1 reflectance
 #: (View-of-Delft devkit, lidar data description; Palffy et al., RA-L 2022). The rig's `intensity_max`.
@@ -114,6 +118,26 @@ def read_pose(path: Path) -> np.ndarray:
     return T
 
 
+#: Sweeps of a calibration group the ground fit reads, spread evenly over it.
+GROUND_FIT_SWEEPS = 40
+
+
+def fit_group_height(group: CalibGroup) -> GroundFit | None:
+    """The road-plane height of up to `GROUND_FIT_SWEEPS` of the group's sweeps (unreadable ones skipped)."""
+    frames = [f for f in group.frames if f.velodyne.exists()]
+    if len(frames) > GROUND_FIT_SWEEPS:
+        frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, GROUND_FIT_SWEEPS)]
+
+    def sweeps():
+        for f in frames:
+            try:
+                yield load_lidar(f.velodyne, 0).xyz()
+            except SkipFile:
+                continue
+
+    return fit_lidar_height(sweeps())
+
+
 def estimate_lidar_height(group: CalibGroup, report: ConversionReport, max_frames: int = 500) -> float:
     """Median height of labelled boxes' bottom centres below the LiDAR; KITTI's 1.73 m if there are none."""
     velo_from_rect = np.linalg.inv(group.calib.rect_from_velo())
@@ -160,9 +184,16 @@ def convert_vod(
     drives = []
     for gi, g in enumerate(groups):
         drive_name = stem if len(groups) == 1 else f"{stem}_calib{gi}"
-        h = lidar_height if lidar_height is not None else estimate_lidar_height(g, report)
-        drive = _group_drive(drive_name, g, classes, h, report, VOD_CLASS_MAP, "vod", VOD_LIDAR_INTENSITY_MAX)
-        drive.metadata["lidar_height_source"] = "given" if lidar_height is not None else "estimated from labels"
+        if lidar_height is not None:
+            h, source = lidar_height, "given"
+        elif (fit := fit_group_height(g)) is not None:
+            h, source = fit.height_m, fit.describe()
+        else:
+            report.warn(g.frames[0].calib, "no sweep shows a road plane; LiDAR height estimated from the labels")
+            h, source = estimate_lidar_height(g, report), "estimated from labels"
+        drive = _group_drive(drive_name, g, classes, h, report, VOD_CLASS_MAP, "vod", VOD_LIDAR_INTENSITY_MAX,
+                             still_frames=False)
+        drive.metadata["lidar_height_source"] = source
         _add_radar(drive, g, radar_base, h, report)
         _add_odometry(drive, g, lidar_base / "pose", h, report)
         drives.append(drive)

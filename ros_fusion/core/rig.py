@@ -69,6 +69,10 @@ class Rig:
     sensors: dict[str, SensorSpec]
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    #: `rig.still_frames`: each LiDAR sweep is a snapshot unrelated to the one before it (KITTI object
+    #: frames: one sweep per frame, ids not consecutive in time). The pipeline then never pairs a sweep
+    #: with "the previous sweep"; the converter stamps such frames one LiDAR period apart.
+    still_frames: bool = False
 
     def of(self, modality: Modality | str) -> list[SensorSpec]:
         m = Modality(modality)
@@ -256,12 +260,16 @@ def rig_from_dict(d: Any, source: str = "") -> Rig:
         if s.topic in topics:
             raise ConfigError(f"sensors.{s.name}.topic", f"{s.topic} already used by {topics[s.topic]}", source)
         topics[s.topic] = s.name
+    still = meta.get("still_frames", False)
+    if not isinstance(still, bool):
+        raise ConfigError("rig.still_frames", f"expected true or false, got {still!r}", source)
     return Rig(
         name=str(meta.get("name", Path(source).stem if source else "rig")),
         base_frame=str(meta.get("base_frame", "base_link")),
         sensors=specs,
         source=source,
         raw=copy.deepcopy(d),
+        still_frames=still,
     )
 
 

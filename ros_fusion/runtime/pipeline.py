@@ -489,6 +489,13 @@ class FusionPipeline:
         seen = self._sweeps.setdefault(spec.name, {})
         stamp = int(cloud.stamp_ns)
         new = stamp not in seen
+        if self.rig.still_frames:  # snapshots: the sweep before belongs to another scene
+            if new:
+                seen[stamp] = cloud
+                while len(seen) > 4:
+                    del seen[min(seen)]
+                self.counters["lidar_still_frames"] += 1
+            return None
         seen[stamp] = cloud
         while len(seen) > 4:
             del seen[min(seen)]
