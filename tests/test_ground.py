@@ -59,3 +59,21 @@ def test_kitti_frames_give_kittis_documented_mount_height() -> None:
     fit = fit_lidar_height(load_lidar(f, 0).xyz() for f in sorted(KITTI_VELODYNE.glob("*.bin")))
     assert fit is not None and fit.sweeps_used >= 3
     assert fit.height_m == pytest.approx(KITTI_MOUNT_M, abs=0.05)
+
+
+def test_normal_and_levelling_of_a_tilted_mount() -> None:
+    """A sensor pitched 4° and rolled 3°: the fit reports the tilt, and its level rotation puts the road flat."""
+    rng = np.random.default_rng(4)
+    from scipy.spatial.transform import Rotation
+
+    tilt = Rotation.from_euler("xy", [3.0, 4.0], degrees=True).as_matrix()
+    sweeps = [street(1.6, rng) @ tilt.T for _ in range(3)]  # points seen by the tilted sensor
+    fit = fit_lidar_height(sweeps)
+    assert fit is not None and fit.height_m == pytest.approx(1.6, abs=0.03)
+    assert fit.tilt_deg() == pytest.approx(np.degrees(np.arccos(tilt[2, 2])), abs=0.3)
+    R = fit.level_rotation()
+    np.testing.assert_allclose(R @ np.asarray(fit.normal), [0, 0, 1], atol=1e-9)
+    road = (sweeps[0] @ R.T)[:6000]  # street() puts the road first
+    assert np.median(road[:, 2]) == pytest.approx(-1.6, abs=0.03) and np.std(road[:, 2]) < 0.05
+    flat = fit_lidar_height([street(1.6, rng)])
+    assert flat is not None and flat.tilt_deg() < 0.3

@@ -32,21 +32,42 @@ RANSAC_ITERATIONS = 200
 
 @dataclass(frozen=True)
 class GroundFit:
-    """Median LiDAR height above the fitted road over the sweeps that had one, with its spread."""
+    """Median height of the sweeps' origin above the fitted road, with its spread, and the road's mean up normal
+    in the sweeps' frame (how a converter levels base_link when its reference sensor is mounted tilted)."""
 
     height_m: float
     sweeps_used: int
     sweeps_seen: int
     q25_m: float
     q75_m: float
+    normal: tuple[float, float, float] = (0.0, 0.0, 1.0)
+
+    def tilt_deg(self) -> float:
+        return float(np.degrees(np.arccos(np.clip(self.normal[2], -1.0, 1.0))))
 
     def describe(self) -> str:
         return (f"ground fit: {self.height_m:.3f} m (median of {self.sweeps_used}/{self.sweeps_seen} sweeps, "
-                f"IQR {self.q25_m:.3f}-{self.q75_m:.3f} m)")
+                f"IQR {self.q25_m:.3f}-{self.q75_m:.3f} m; road tilted {self.tilt_deg():.1f} deg in the sensor frame)")
+
+    def level_rotation(self) -> np.ndarray:
+        """The smallest rotation that turns the road's normal into +z (no change of heading): 3×3."""
+        from scipy.spatial.transform import Rotation
+
+        n = np.asarray(self.normal, np.float64)
+        if np.allclose(n, (0.0, 0.0, 1.0)):
+            return np.eye(3)
+        rot, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [n])
+        return rot.as_matrix()
 
 
 def sweep_ground_height(xyz: np.ndarray, seed: int = 0) -> float | None:
     """Height of the sensor origin above the road plane of one sweep (sensor frame, z up), or None."""
+    plane = sweep_ground_plane(xyz, seed)
+    return None if plane is None else plane[1]
+
+
+def sweep_ground_plane(xyz: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float] | None:
+    """(unit up normal, height of the origin above it) of one sweep's road plane, or None."""
     import open3d as o3d
 
     p = np.asarray(xyz, np.float64).reshape(-1, 3)
@@ -63,18 +84,27 @@ def sweep_ground_height(xyz: np.ndarray, seed: int = 0) -> float | None:
         return None
     if abs(c) / norm < np.cos(np.radians(MAX_TILT_DEG)):
         return None
-    return abs(float(d)) / norm
+    # RANSAC's plane runs through 3 of the returns; the least-squares plane of all its inliers (the
+    # smallest principal axis, numpy SVD) is the better estimate of the normal and height.
+    q = p[np.asarray(inliers)]
+    centre = q.mean(axis=0)
+    n = np.linalg.svd(q - centre, full_matrices=False)[2][2]
+    n = n * (1.0 if n[2] > 0 else -1.0)  # pointing up
+    return n, abs(float(n @ centre))
 
 
 def fit_lidar_height(sweeps: Iterable[np.ndarray]) -> GroundFit | None:
-    """The median of `sweep_ground_height` over `sweeps`; None when no sweep shows a road."""
-    heights, seen = [], 0
+    """The median of the sweeps' road heights (and their mean normal); None when no sweep shows a road."""
+    heights, normals, seen = [], [], 0
     for i, xyz in enumerate(sweeps):
         seen += 1
-        h = sweep_ground_height(xyz, seed=i)
-        if h is not None:
-            heights.append(h)
+        plane = sweep_ground_plane(xyz, seed=i)
+        if plane is not None:
+            normals.append(plane[0])
+            heights.append(plane[1])
     if not heights:
         return None
     q25, med, q75 = np.percentile(heights, [25, 50, 75])
-    return GroundFit(float(med), len(heights), seen, float(q25), float(q75))
+    n = np.median(np.asarray(normals), axis=0)
+    n /= np.linalg.norm(n)
+    return GroundFit(float(med), len(heights), seen, float(q25), float(q75), (float(n[0]), float(n[1]), float(n[2])))

@@ -1,4 +1,4 @@
-"""`ros-fusion convert {nuscenes,kitti,vod}`: public datasets → MCAP bags + rig files.
+"""`ros-fusion convert {nuscenes,kitti,vod,astyx}`: public datasets → MCAP bags + rig files.
 
 The converters (`ros_fusion.bag.convert_*`) index a dataset into sorted,
 lazily-loaded events; this command writes each `ConvertedDrive` with
@@ -23,11 +23,15 @@ EXAMPLE = """examples:
   ros-fusion convert kitti --root ~/data/kitti_object -o bags/kitti/
   ros-fusion convert kitti --root ~/data/kitti_object --frames 000000-000099 -o bags/kitti/
   ros-fusion convert vod --root ~/data/view_of_delft -o bags/vod/          # root holds lidar/ and radar/
+  ros-fusion convert astyx --root ~/data/radar_dataset_astyx -o bags/astyx/   # train and test bags apart
+  ros-fusion convert astyx --root ~/data/radar_dataset_astyx --frames 000400-000545 -o bags/astyx_test/
   ros-fusion convert nuscenes --dataroot ~/data/nuscenes --version v1.0-mini -o bags/nusc/
   ros-fusion convert nuscenes --dataroot ~/data/nuscenes --version v1.0-mini --scenes scene-0061 -o bags/nusc/
 
 Each bag OUT/<name>.mcap gets its rig file OUT/<name>.rig.yaml (also embedded in the bag on /rig).
 KITTI/VoD: one bag per distinct calibration; base_link = LiDAR axes, origin on the ground below it.
+Astyx: one bag per calibration and split (frames 000400-000545 are TEST: never train on them);
+base_link = radar (reference) axes, origin on the road below it.
 nuScenes: one bag per scene; base_link = nuScenes' ego frame; real timestamps.
 Files that cannot be converted (missing calib, truncated .bin, unknown class ...) are listed
 at the end, each naming the file; everything else is converted.
@@ -37,14 +41,15 @@ at the end, each naming the file; everything else is converted.
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "convert",
-        help="convert nuScenes / KITTI / View-of-Delft data into bags + rig files",
+        help="convert nuScenes / KITTI / View-of-Delft / Astyx data into bags + rig files",
         description="Convert a public multi-sensor dataset into MCAP bags (sensor messages at their "
         "recorded or synthetic times, ground truth on /ground_truth/obstacles, rig on /rig) plus "
         "rig YAML files that `ros-fusion launch --rig-file` and training accept.",
         epilog=EXAMPLE,
         formatter_class=HelpFormatter,
     )
-    sub = p.add_subparsers(dest="dataset", metavar="DATASET", help="dataset layout to convert: nuscenes, kitti or vod")
+    sub = p.add_subparsers(dest="dataset", metavar="DATASET",
+                           help="dataset layout to convert: nuscenes, kitti, vod or astyx")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-o", "--output", metavar="DIR", required=True, help="output folder (created)")
     common.add_argument("--classes", metavar="LIST", default="car,truck,bus,pedestrian,cyclist,barrier",
@@ -74,6 +79,20 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="only these frames: a range 00000-00099 or a comma list")
     v.set_defaults(func=run)
 
+    a = sub.add_parser("astyx", parents=[common], formatter_class=HelpFormatter, epilog=EXAMPLE,
+                       help="Astyx HiRes2019: radar_6455/, lidar_vlp16/, camera_front/, calibration/, ...",
+                       description="Convert Astyx HiRes2019 (4D radar, VLP-16, front camera, 3D labels) as still "
+                       "frames, one bag per calibration and split. Frames 000400-000545 are the TEST split: they "
+                       "convert (into their own bags) for evaluation, never use them for training or tuning.")
+    a.add_argument("--root", required=True, metavar="DIR",
+                   help="folder holding radar_6455/ etc., or its parent holding dataset_astyx_hires2019/")
+    a.add_argument("--ref-height", type=float, default=None, metavar="M",
+                   help="height of the reference (radar) frame above the road, defines base_link "
+                   "(default: fitted to the road in the LiDAR sweeps)")
+    a.add_argument("--frames", metavar="A-B|LIST", default=None,
+                   help="only these frames: a range 000400-000545 or a comma list")
+    a.set_defaults(func=run)
+
     n = sub.add_parser("nuscenes", parents=[common], formatter_class=HelpFormatter, epilog=EXAMPLE,
                        help="nuScenes (via nuscenes-devkit): one bag per scene",
                        description="Convert nuScenes scenes: 6 cameras, LIDAR_TOP, 5 radars, IMU (CAN bus), "
@@ -82,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     n.add_argument("--version", default="v1.0-mini", help="table version folder")
     n.add_argument("--scenes", nargs="+", metavar="NAME", default=None, help="scene names (default: all)")
     n.set_defaults(func=run)
-    p.set_defaults(func=lambda args: fail("convert", "choose a dataset: kitti, vod or nuscenes (see --help)"))
+    p.set_defaults(func=lambda args: fail("convert", "choose a dataset: kitti, vod, astyx or nuscenes (see --help)"))
     return p
 
 
@@ -113,6 +132,11 @@ def index_dataset(args: argparse.Namespace, classes: list[str]) -> list[Converte
 
         return convert_vod(args.root, split=args.split, classes=classes, lidar_height=args.lidar_height,
                            frames=parse_frames(args.frames))
+    if args.dataset == "astyx":
+        from ..bag.convert_astyx import convert_astyx
+
+        return convert_astyx(args.root, classes=classes, ref_height=args.ref_height,
+                             frames=parse_frames(args.frames))
     from ..bag.convert_nuscenes import convert_nuscenes
 
     return convert_nuscenes(args.dataroot, version=args.version, scenes=args.scenes, classes=classes)
