@@ -72,3 +72,26 @@ def test_eval_piped_keeps_table_rows_whole(short_bag: Path, tmp_path: Path) -> N
     assert len(re.findall(r"\d\.\d{3}", row)) >= 3, row
     stage = next(line for line in out.splitlines() if "prefetched.lidar" in line)
     assert len(re.findall(r"\d+\.\d+", stage)) >= 5, stage
+
+
+def test_eval_writes_nuscenes_format_detections_and_ground_truth(short_bag: Path, tmp_path: Path) -> None:
+    """`--detections FILE`: every scored frame under one token in both files, nuScenes field layout and order."""
+    import json
+
+    out = tmp_path / "det" / "urban.json"
+    _run_piped("eval", str(short_bag), "--no-robustness", "--detections", str(out))
+    det = json.loads(out.read_text())
+    gt = json.loads((tmp_path / "det" / "urban.ground_truth.json").read_text())
+    assert det["meta"]["use_lidar"] is True and det["meta"]["use_map"] is False and gt["meta"]["ground_truth"]
+    assert set(det["results"]) == set(gt["results"]) and len(det["results"]) >= 8  # 1 s at 10 Hz: every frame
+    token, boxes = next((t, b) for t, b in det["results"].items() if b)
+    assert token.startswith(f"{short_bag.name}:")
+    box = boxes[0]
+    assert set(box) == {"sample_token", "translation", "size", "rotation", "velocity", "detection_name",
+                        "detection_score", "attribute_name"}
+    assert box["sample_token"] == token and 0.0 < box["detection_score"] <= 1.0
+    w, l_, h = box["size"]
+    assert 0 < w <= l_ or box["detection_name"] in ("pedestrian", "barrier")  # nuScenes: width, length, height
+    assert abs(sum(q * q for q in box["rotation"]) - 1.0) < 1e-6
+    cars = [b for bs in gt["results"].values() for b in bs if b["detection_name"] == "car"]
+    assert cars and all(b["detection_score"] == -1.0 for b in cars)

@@ -15,6 +15,7 @@ EXAMPLE = """examples:
   ros-fusion eval drive.mcap --drop camera@5-8 --drop radar_front@12-14
   ros-fusion eval drive.mcap --no-robustness --max-bundles 50   # quick look
   ros-fusion eval --live drive.mcap -o eval/live                # node graph + real-time replay
+  ros-fusion eval kitti/*.mcap --detections out/kitti.json      # + nuScenes-format results for other scorers
 
 Offline, every message of the bag is fed to the same FusionEngine the node runs (health,
 synchroniser, ego-motion, FusionPipeline), with the recorded log time as the clock, so the
@@ -61,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", metavar="NAME", help="runtime backend: onnxruntime or tensorrt")
     p.add_argument("--threads", type=int, default=2, metavar="N", help="onnxruntime intra-op threads (default: 2)")
     p.add_argument("--max-bundles", type=int, default=None, metavar="N", help="stop each bag after N bundles")
+    p.add_argument("--detections", type=Path, default=None, metavar="FILE",
+                   help="offline: also write every scored frame's detections in the nuScenes detection-results "
+                        "JSON layout to FILE, and the ground truth to FILE's stem + .ground_truth.json "
+                        "(boxes in each frame's base_link; sample_token = '<bag>:<stamp_ns>')")
     p.add_argument("--devkit-check", action="store_true",
                    help="also score the main run with nuscenes-devkit and report both mAPs")
     p.add_argument("--fit-policy", type=Path, default=None, metavar="YAML",
@@ -127,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("eval", f"--threads must be >= 1, got {args.threads}")
     if args.max_bundles is not None and args.max_bundles < 1:
         return fail("eval", f"--max-bundles must be >= 1, got {args.max_bundles}")
+    if args.live and args.detections is not None:
+        return fail("eval", "--detections is written by offline runs; drop --live")
     if args.live:
         from .eval_live import run_live
 
@@ -269,6 +276,18 @@ def run_offline(args: argparse.Namespace) -> int:
     if args.output is not None:
         written = write_outputs(args.output, metrics, bev=bev)
         console.print(f"wrote {len(written)} files to {args.output}")
+    if args.detections is not None:
+        from ..eval.detections_json import write_results
+
+        frames = [(r.bag, rec.t_ns, rec.gt, rec.pred) for r in runs for rec in r.records]
+        try:
+            det_path, gt_path = write_results(args.detections, frames, tuple(model.classes), {
+                "bags": [str(b) for b in args.bags], "model": str(model.root), "strategy": args.strategy,
+                **{f"use_{m}": any(rig.of(m) for _, rig, _ in done) for m in ("camera", "lidar", "radar")},
+                "use_map": False, "use_external": False})
+        except OSError as e:
+            return fail("eval", f"cannot write --detections {args.detections}: {e}", EXIT_ERROR)
+        console.print(f"detections: {det_path}; ground truth: {gt_path}")
     for r in render_console(metrics):
         console.print(r)
     return EXIT_OK
