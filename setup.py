@@ -47,6 +47,7 @@ setup(
         "mcap-ros2-support>=0.5",
         "rich>=13",
         "matplotlib>=3.7",
+        "scipy>=1.10",
     ],
     extras_require={
         "sim": ["open3d-cpu>=0.18"],
