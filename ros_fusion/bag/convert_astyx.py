@@ -111,8 +111,7 @@ from .convert_kitti import (
     DATASET_EPOCH_NS,
     FRAME_PERIOD_NS,
     LIDAR_TOPIC,
-    camera_info,
-    load_image,
+    camera_refs,
 )
 from .convert_vod import GROUND_FIT_SWEEPS, RADAR_TOPIC
 from .ground import fit_lidar_height
@@ -686,10 +685,7 @@ def _group_drive(drive_name: str, g: FrameGroup, classes: Sequence[str], ref_hei
         else:
             report.skip(f.radar, f"missing; frame {f.frame} has no radar scan")
         if f.image.exists() and size is not None:
-            refs.append(EventRef("camera_front", CAMERA_INFO_TOPIC, stamp, stamp,
-                                 lambda s=stamp, sz=size: camera_info(s, K, sz), str(f.calib)))
-            refs.append(EventRef("camera_front", CAMERA_TOPIC, stamp, stamp,
-                                 lambda p=f.image, s=stamp: load_image(p, s), str(f.image)))
+            refs += camera_refs(stamp, K, size, f.image, f.calib)
             seen["camera_front"] += 1
         else:
             report.skip(f.image, f"missing; frame {f.frame} has no camera image")

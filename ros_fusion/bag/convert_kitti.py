@@ -292,6 +292,18 @@ def camera_info(stamp_ns: int, K: np.ndarray, size: tuple[int, int],
     return CameraInfo(stamp_ns, frame_id, intr)
 
 
+def camera_refs(stamp_ns: int, K: np.ndarray, size: tuple[int, int], image: Path, calib_source: Path
+                ) -> list[EventRef]:
+    """The front camera of one still-image frame: its CameraInfo (from the calibration) and its image, both at
+    `stamp_ns` (shared by the KITTI-layout and Astyx converters)."""
+    return [
+        EventRef("camera_front", CAMERA_INFO_TOPIC, stamp_ns, stamp_ns,
+                 lambda s=stamp_ns, sz=size: camera_info(s, K, sz), str(calib_source)),
+        EventRef("camera_front", CAMERA_TOPIC, stamp_ns, stamp_ns,
+                 lambda p=image, s=stamp_ns: load_image(p, s), str(image)),
+    ]
+
+
 @dataclass
 class CalibGroup:
     calib: KittiCalib
@@ -387,10 +399,7 @@ def _group_drive(drive_name: str, g: CalibGroup, classes: Sequence[str], lidar_h
         else:
             report.skip(f.velodyne, f"missing; frame {f.frame} has no LiDAR sweep")
         if f.image.exists() and size is not None:
-            refs.append(EventRef("camera_front", CAMERA_INFO_TOPIC, stamp, stamp,
-                                 lambda s=stamp, sz=size: camera_info(s, K, sz), str(f.calib)))
-            refs.append(EventRef("camera_front", CAMERA_TOPIC, stamp, stamp,
-                                 lambda p=f.image, s=stamp: load_image(p, s), str(f.image)))
+            refs += camera_refs(stamp, K, size, f.image, f.calib)
             seen["camera_front"] += 1
         else:
             report.skip(f.image, f"missing; frame {f.frame} has no camera image")
