@@ -96,12 +96,13 @@ from .convert_common import (
     EventRef,
     SkipFile,
     extrinsics_entry,
+    first_image_size,
     ground_truth_ref,
-    image_size,
     intrinsics_entry,
     make_obstacles,
     map_class,
     orthonormalize,
+    read_text,
     rig_dict,
     yaw_of,
 )
@@ -188,16 +189,8 @@ def read_table(path: Path, columns: Sequence[str],
     the rest of the sweep converts. `row_check` = (rows → True where bad, why) drops more rows. A file
     that is missing, unreadable, empty, without the columns, or without one good row raises SkipFile.
     """
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SkipFile(path, "missing") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SkipFile(path, f"cannot read: {e}") from None
-    lines = text.splitlines()
-    head = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if head is None:
-        raise SkipFile(path, "empty file")
+    lines = read_text(path).splitlines()
+    head = next(i for i, line in enumerate(lines) if line.strip())
     header = lines[head].split()
     missing = [c for c in columns if c not in header]
     if missing:
@@ -318,14 +311,7 @@ class AstyxCalib:
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SkipFile(path, "missing") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SkipFile(path, f"cannot read: {e}") from None
-    if not text.strip():
-        raise SkipFile(path, "empty file")
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -659,14 +645,7 @@ def _group_drive(drive_name: str, g: FrameGroup, classes: Sequence[str], ref_hei
     base_from_radar = to_base @ g.calib.radar
     base_from_cam = to_base @ g.calib.camera
     K = g.calib.K
-    size = None
-    for f in g.frames:
-        if f.image.exists():
-            try:
-                size = image_size(f.image)
-                break
-            except SkipFile:
-                continue
+    size = first_image_size(f.image for f in g.frames)
     refs: list[EventRef] = []
     seen = {"lidar_top": 0, "radar_front": 0, "camera_front": 0}
     n_boxes = 0

@@ -18,7 +18,7 @@ them into messages through `ros.bag_io.write_drive`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +255,19 @@ def read_bytes(path: Path, magic: Sequence[bytes] = ()) -> bytes:
     return data
 
 
+def read_text(path: Path) -> str:
+    """A whole text file; SkipFile when missing, unreadable, not UTF-8 or blank."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SkipFile(path, "missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SkipFile(path, f"cannot read: {e}") from None
+    if not text.strip():
+        raise SkipFile(path, "empty file")
+    return text
+
+
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -275,6 +288,17 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- rig helpers
+
+
+def first_image_size(paths: Iterable[Path]) -> tuple[int, int] | None:
+    """(width, height) of the first readable image among `paths` (a rig has one size per camera), or None."""
+    for p in paths:
+        if p.exists():
+            try:
+                return image_size(p)
+            except SkipFile:
+                continue
+    return None
 
 
 def orthonormalize(T: np.ndarray) -> tuple[np.ndarray, float]:

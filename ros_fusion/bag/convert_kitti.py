@@ -64,9 +64,9 @@ from .convert_common import (
     EventRef,
     SkipFile,
     extrinsics_entry,
+    first_image_size,
     ground_truth_ref,
     image_format,
-    image_size,
     intrinsics_entry,
     make_obstacles,
     map_class,
@@ -380,14 +380,7 @@ def _group_drive(drive_name: str, g: CalibGroup, classes: Sequence[str], lidar_h
     cam_T, err = orthonormalize(base_from_cam)
     if err > 1e-6:
         report.warn(g.frames[0].calib, f"camera rotation orthonormalised (max change {err:.2e})")
-    size = None
-    for f in g.frames:
-        if f.image.exists():
-            try:
-                size = image_size(f.image)
-                break
-            except SkipFile:
-                continue
+    size = first_image_size(f.image for f in g.frames)
     refs: list[EventRef] = []
     seen = {"lidar_top": 0, "camera_front": 0}
     for k, f in enumerate(g.frames):
