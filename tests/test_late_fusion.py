@@ -16,6 +16,8 @@ from ros_fusion.core.late_fusion import (
     dt_seconds,
     fit_platt,
     move_to_time,
+    source_modality,
+    source_order,
     weighted_box_fusion,
 )
 from ros_fusion.core.transforms import make_transform, rot_z, rpy_to_matrix, wrap_angle
@@ -417,12 +419,14 @@ def test_move_then_fuse_recovers_one_object():
 
 def test_wbf_rejects_bad_input():
     good = obs([[0, 0, 0]], [0.5], [CAR])
-    with pytest.raises(ValueError, match="unknown modality"):
+    with pytest.raises(ValueError, match="unknown source 'thermal'"):
         weighted_box_fusion({"thermal": good}, T)
-    with pytest.raises(ValueError, match="unknown modality"):
+    with pytest.raises(ValueError, match="unknown source 'sonar'"):
         weighted_box_fusion({"camera": good}, T, calibration={"sonar": ScoreCalibration()})
-    with pytest.raises(ValueError, match="unknown modality"):
-        weighted_box_fusion({"camera": good}, T, expected={"imu": lambda xy: np.ones(len(xy), bool)})
+    with pytest.raises(ValueError, match="unknown source 'imu.geometric'"):
+        weighted_box_fusion({"camera": good}, T, expected={"imu.geometric": lambda xy: np.ones(len(xy), bool)})
+    with pytest.raises(ValueError, match="empty detector name"):
+        weighted_box_fusion({"lidar.": good}, T)
     with pytest.raises(ValueError, match="frame_id"):
         weighted_box_fusion({"camera": good, "lidar": obs([[0, 0, 0]], [0.5], [CAR], frame="odom")}, T)
     with pytest.raises(ValueError, match="move_to_time"):
@@ -555,3 +559,34 @@ def test_calibration_and_fit_reject_bad_scores():
         fit_platt(np.array([0.5, 0.6]), np.array([2, 0]))
     with pytest.raises(ValueError, match="at least one"):
         fit_platt(np.zeros(0), np.zeros(0, bool))
+
+
+# ----------------------------------------------------------------------------------- sources
+
+
+def test_two_detectors_of_one_modality_are_two_opinions_attributed_to_it():
+    """The network's and the geometric detector's LiDAR boxes of one car: one fused box, two contributing
+    sources (wbf score = their mean, not halved), all attribution on the LiDAR."""
+    car = [12.0, 1.0, 0.8, 4.2, 1.8, 1.5, 0.1, 0.0, 0.0]
+    out = weighted_box_fusion({"lidar": obs([car], [0.2], [CAR]), "lidar.geometric": obs([car], [0.8], [CAR])}, T)
+    assert len(out) == 1
+    assert out.scores[0] == pytest.approx(0.5)
+    np.testing.assert_allclose(out.weights[0], [0.0, 1.0, 0.0])
+    alone = weighted_box_fusion({"lidar": Obstacles.empty(T), "lidar.geometric": obs([car], [0.8], [CAR])}, T)
+    assert alone.scores[0] == pytest.approx(0.4)  # one of two sources that could have seen it
+
+
+def test_fused_source_keeps_its_gate_attribution():
+    car = [12.0, 1.0, 0.8, 4.2, 1.8, 1.5, 0.1, 0.0, 0.0]
+    fused = obs([car], [0.6], [CAR])
+    fused.weights[:] = [[0.2, 0.6, 0.2]]
+    out = weighted_box_fusion({"fused": fused, "lidar.geometric": obs([car], [0.6], [CAR])}, T)
+    np.testing.assert_allclose(out.weights[0], [0.1, 0.8, 0.1], atol=1e-6)
+    assert out.scores[0] == pytest.approx(0.6)
+
+
+def test_source_order_is_canonical():
+    assert source_order(["radar.geometric", "lidar.geometric", "camera", "fused", "lidar"]) == [
+        "fused", "camera", "lidar", "lidar.geometric", "radar.geometric"]
+    assert source_modality("radar.geometric") == "radar"
+    assert source_modality("fused") is None

@@ -364,3 +364,62 @@ def test_still_frames_never_borrow_the_sweep_before() -> None:
     still, counters = prev_channels(still_rig)
     assert still == [False] * 4 and counters["lidar_still_frames"] == 4
     assert counters["lidar_without_previous_sweep"] == 0  # not a gap: the rig says so
+
+
+# --------------------------------------------------------------------------- detectors: network, geometric, both
+def test_detectors_setting_is_parsed_and_checked() -> None:
+    from ros_fusion.core.rig import ConfigError
+    from ros_fusion.runtime.pipeline import parse_detectors
+
+    assert parse_detectors("geometric+network") == ("network", "geometric")
+    assert parse_detectors(["geometric"]) == ("geometric",)
+    with pytest.raises(ConfigError, match="detectors.*clustering"):
+        parse_detectors("network+clustering")
+    with pytest.raises(ConfigError, match="detectors"):
+        PipelineConfig.from_manifest({}, detectors="")
+    with pytest.raises(ConfigError, match="needs a model bundle"):
+        FusionPipeline(_rig(), None, None, PipelineConfig(detectors=("network", "geometric")))
+
+
+def test_geometric_detector_alone_needs_no_model_and_finds_the_simulated_cars() -> None:
+    """No model bundle at all: the geometric detector is the pipeline's only detector (merged late)."""
+    events = _events("urban", 7, 2.0)
+    cfg = BagEvalConfig(robustness=False, settings=EngineSettings())
+    pipe = FusionPipeline(_rig(), None, None, PipelineConfig(detectors=("geometric",)))
+    run = evaluate_bag(iter(events), _rig(), pipe, cfg, name="t", start_ns=SIM_EPOCH_NS)
+    fused = [r for r in run.records if r.pred is not None and r.gt is not None]
+    assert len(fused) >= 15
+    assert {r.mode for r in fused} <= {"late", "degraded"}
+    assert all("geometric.lidar" in r.timings_ms for r in fused if "lidar" in r.modalities)
+    assert not any(k.startswith("encode") for r in fused for k in r.timings_ms)  # no network ran
+    car = _rig_classes().index("car")
+    found = total = 0
+    for r in fused:
+        g = r.gt.boxes[(r.gt.labels == car) & (np.hypot(r.gt.boxes[:, 0], r.gt.boxes[:, 1]) < 20)]
+        p = r.pred.boxes[r.pred.labels == car]
+        total += len(g)
+        for b in g:
+            found += bool(len(p)) and float(np.min(np.hypot(p[:, 0] - b[0], p[:, 1] - b[1]))) < 2.0
+        w = r.pred.weights
+        assert np.all(w[:, 0] == 0) and np.allclose(w.sum(axis=1), 1.0)  # LiDAR/radar only, never the camera
+    assert total > 0 and found / total > 0.5, (found, total)
+
+
+def test_network_plus_geometric_merges_both_and_attributes_to_the_sensors() -> None:
+    events = _events("urban", 7, 2.0)
+    both = _run(events, detectors=("network", "geometric"))
+    net = _run(events)
+    pairs = [(a, b) for a, b in zip(both.records, net.records, strict=True)
+             if a.pred is not None and b.pred is not None]
+    assert pairs and all(a.t_ns == b.t_ns for a, b in pairs)
+    merged = [a for a, _ in pairs if a.mode == "intermediate"]
+    assert merged and all("late.merge" in a.timings_ms for a in merged)
+    assert all("geometric.lidar" in a.timings_ms for a in merged if "lidar" in a.modalities)
+    assert any(len(a.pred) != len(b.pred) or not np.array_equal(a.pred.boxes, b.pred.boxes) for a, b in pairs)
+    for a in merged:
+        if len(a.pred):
+            assert np.allclose(a.pred.weights.sum(axis=1), 1.0, atol=1e-4)
+
+
+def _rig_classes() -> tuple[str, ...]:
+    return tuple(_model()[0].classes)

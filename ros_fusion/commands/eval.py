@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="write metrics.json, report.md and plots here")
     p.add_argument("--strategy", choices=("auto", "intermediate", "late"), default="auto",
                    help="fusion strategy of the main run (auto: the model's policy table)")
+    p.add_argument("--detectors", default="network", metavar="LIST",
+                   help="network (default), geometric (training-free, no model needed) or network+geometric "
+                        "(both, merged by weighted box fusion)")
     p.add_argument("--drop", action="append", default=[], metavar="NAMES[@T0-T1]",
                    help="withhold sensors (modalities or sensor names, comma-separated) during T0-T1 drive seconds; "
                         "repeatable; no window = whole bag")
@@ -234,6 +237,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from ..eval.bag_eval import BagEvalConfig, collect_metrics, fault_response
     from ..eval.report import render_console, write_outputs
     from ..runtime.backends import BackendUnavailable
+    from ..runtime.pipeline import parse_detectors
 
     console = make_console(quiet=args.quiet)
     rejected_messages: dict[str, int] = {}
@@ -241,8 +245,9 @@ def run_offline(args: argparse.Namespace) -> int:
         model, backend = load_model_and_backend(args.models, args.backend, args.threads)
         cfg_kwargs = {"strategy": args.strategy, "robustness": not args.no_robustness,
                       "max_bundles": args.max_bundles}
-        done = _evaluate_bags(args, model, backend, {"strategy": args.strategy}, cfg_kwargs, console,
-                              rejected_messages)
+        done = _evaluate_bags(args, model, backend, {"strategy": args.strategy,
+                                                     "detectors": parse_detectors(args.detectors)},
+                              cfg_kwargs, console, rejected_messages)
         runs = [r for r, _, _ in done]
         faults_all = [f for r, rig, faults in done for f in fault_response(r, faults, rig)]
     except (ConfigError, BackendUnavailable, ValueError, BagError) as e:
@@ -254,6 +259,7 @@ def run_offline(args: argparse.Namespace) -> int:
         metrics["rejected_messages"] = rejected_messages
     metrics["run"] = {
         "bags": [str(b) for b in args.bags], "strategy": args.strategy, "drops": args.drop,
+        "detectors": "+".join(parse_detectors(args.detectors)),
         "model": str(model.root), "model_status": model.status, "backend": backend.describe(),
         "mode": "offline",
     }

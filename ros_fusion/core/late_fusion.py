@@ -27,7 +27,7 @@ helper for callers that want to filter and count before fusing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -431,6 +431,54 @@ class WbfConfig:
         return np.full(len(self.classes), float(self.radius_m))
 
 
+#: Source name of the network's intermediate-fusion output when it is merged with other detectors.
+FUSED_SOURCE = "fused"
+
+
+def source_modality(source: object) -> str | None:
+    """The modality a detection source stands for: ``lidar`` and ``lidar.geometric`` → ``lidar``;
+    ``fused`` (the network's output at T, already attributed by its gates) → None.
+
+    Why sources, not modalities: the geometric detector and the network both see the LiDAR; merging them as
+    one modality would average a confident geometric box with a timid network one, while as two sources
+    each counts as one opinion (wbf score) and both are attributed to the LiDAR.
+    """
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"source name must be a non-empty string, got {source!r}")
+    base, _, detector = source.partition(".")
+    if "." in source and not detector:
+        raise ValueError(f"source {source!r} has an empty detector name")
+    if base == FUSED_SOURCE:
+        return None
+    if base not in FUSED_MODALITIES:
+        raise ValueError(f"unknown source {source!r} (a modality of {FUSED_MODALITIES}, <modality>.<detector> "
+                         f"or {FUSED_SOURCE!r})")
+    return base
+
+
+def source_order(sources: Iterable[str]) -> list[str]:
+    """Canonical order of sources: ``fused`` first, then by modality (FUSED_MODALITIES order), then by name."""
+    def key(name: str) -> tuple[int, str]:
+        m = source_modality(name)
+        return (-1 if m is None else FUSED_MODALITIES.index(m), name)
+
+    return sorted(sources, key=key)
+
+
+def _attribution_rows(source: str, obs: Obstacles, n_mod: int) -> np.ndarray:
+    """(N, n_mod) share of each member's score credited to each modality: one-hot for a modality's source,
+    the member's own gate weights (normalised; equal shares if they are all zero) for ``fused``."""
+    n = len(obs.boxes)
+    m = source_modality(source)
+    if m is not None:
+        rows = np.zeros((n, n_mod))
+        rows[:, FUSED_MODALITIES.index(m)] = 1.0
+        return rows
+    w = np.clip(np.asarray(obs.weights, np.float64).reshape(n, n_mod), 0.0, None)
+    total = w.sum(axis=1, keepdims=True)
+    return np.where(total > 0, w / np.where(total > 0, total, 1.0), 1.0 / n_mod)
+
+
 def weighted_box_fusion(
     dets: Mapping[str, Obstacles],
     stamp_ns: int,
@@ -440,20 +488,22 @@ def weighted_box_fusion(
 ) -> Obstacles:
     """Merge per-modality detections (all already at T, same frame) into one set.
 
-    dets: modality name (in FUSED_MODALITIES) -> Obstacles stamped `stamp_ns`
+    dets: source name (`source_modality`: a modality of FUSED_MODALITIES, a
+        modality's other detector such as ``lidar.geometric``, or ``fused`` for
+        the network's intermediate-fusion output) -> Obstacles stamped `stamp_ns`
         (run `move_to_time` first; a different stamp is rejected so boxes from
-        another instant cannot slip in). A modality present with zero boxes still
+        another instant cannot slip in). A source present with zero boxes still
         counts as "could have seen it" for the wbf score.
-    expected: optional modality -> fov(xy (K, 2)) -> (K,) bool. n_expected of a
-        cluster = modalities in `dets` whose fov contains the fused centre (a
-        modality without a function sees everywhere), at least n_contributing
+    expected: optional source -> fov(xy (K, 2)) -> (K,) bool. n_expected of a
+        cluster = sources in `dets` whose fov contains the fused centre (a
+        source without a function sees everywhere), at least n_contributing
         and at least 1. Without it, n_expected = len(dets). This keeps a camera-
         only box outside LiDAR/radar coverage from being penalised for their absence.
-    calibration: optional modality -> ScoreCalibration, applied to scores first;
+    calibration: optional source -> ScoreCalibration, applied to scores first;
         the calibrated scores are used everywhere below.
 
-    Per class, boxes of all modalities are visited by score descending (ties:
-    modality in FUSED_MODALITIES order, then box coordinates, then index, so
+    Per class, boxes of all sources are visited by score descending (ties:
+    source in `source_order`, then box coordinates, then index, so
     shuffling the input does not change the output); each joins the first
     cluster whose current score-weighted centre is within the class radius
     (BEV xy distance <= radius), else founds a new one. Fused box = score-
@@ -461,10 +511,12 @@ def weighted_box_fusion(
     included); yaw = atan2 of the score-weighted mean (sin, cos), after the
     optional pi-flip alignment to the founder (best-scoring member). Weights =
     each modality's share of the cluster's score mass (FUSED_MODALITIES order,
-    rows sum to 1; by member count if every score is 0). Output is sorted by
-    fused score descending, clusters below config.min_score dropped.
+    rows sum to 1; by member count if every score is 0): a member of a modality's
+    source counts wholly for that modality, a ``fused`` member by its own
+    (normalised) gate weights. Output is sorted by fused score descending,
+    clusters below config.min_score dropped.
 
-    Raises ValueError for an unknown modality, mismatched frame_id or stamp,
+    Raises ValueError for an unknown source, mismatched frame_id or stamp,
     wrong shapes, non-finite boxes, scores outside [0, 1] or labels outside the classes.
     """
     cfg = config if config is not None else WbfConfig()
@@ -472,12 +524,14 @@ def weighted_box_fusion(
         raise ValueError(f"config must be a WbfConfig, got {type(cfg).__name__}")
     stamp = _check_stamp(stamp_ns)
     if not isinstance(dets, Mapping):
-        raise ValueError(f"dets must be a mapping modality -> Obstacles, got {type(dets).__name__}")
+        raise ValueError(f"dets must be a mapping source -> Obstacles, got {type(dets).__name__}")
     n_classes = len(cfg.classes)
     for name, mapping in (("dets", dets), ("expected", expected or {}), ("calibration", calibration or {})):
-        unknown = [m for m in mapping if m not in FUSED_MODALITIES]
-        if unknown:
-            raise ValueError(f"{name}: unknown modality {unknown} (expected one of {FUSED_MODALITIES})")
+        for m in mapping:
+            try:
+                source_modality(m)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
     frames = set()
     for m, obs in dets.items():
         _check_obstacles(obs, f"dets[{m!r}]", n_classes)
@@ -496,10 +550,11 @@ def weighted_box_fusion(
         if not isinstance(cal, ScoreCalibration):
             raise ValueError(f"calibration[{m!r}] must be a ScoreCalibration, got {type(cal).__name__}")
 
-    # Gather every box in one table, modalities in canonical order (not dict order).
-    present = [m for m in FUSED_MODALITIES if m in dets]
-    boxes_l, scores_l, labels_l, mod_l, idx_l = [], [], [], [], []
-    for m in present:
+    # Gather every box in one table, sources in canonical order (not dict order).
+    present = source_order(dets)
+    n_mod = len(FUSED_MODALITIES)
+    boxes_l, scores_l, labels_l, src_l, idx_l, rows_l = [], [], [], [], [], []
+    for k, m in enumerate(present):
         obs = dets[m]
         n = len(obs.boxes)
         s = np.asarray(obs.scores, dtype=np.float64)
@@ -508,15 +563,17 @@ def weighted_box_fusion(
         boxes_l.append(np.asarray(obs.boxes, dtype=np.float64))
         scores_l.append(s)
         labels_l.append(np.asarray(obs.labels).astype(np.int64))
-        mod_l.append(np.full(n, FUSED_MODALITIES.index(m), dtype=np.int64))
+        src_l.append(np.full(n, k, dtype=np.int64))
         idx_l.append(np.arange(n, dtype=np.int64))
+        rows_l.append(_attribution_rows(m, obs, n_mod))
     if not present or sum(len(b) for b in boxes_l) == 0:
         return Obstacles.empty(stamp, frame_id)
     boxes = np.concatenate(boxes_l)
     scores = np.concatenate(scores_l)
     labels = np.concatenate(labels_l)
-    mods = np.concatenate(mod_l)
+    mods = np.concatenate(src_l)
     index = np.concatenate(idx_l)
+    rows = np.concatenate(rows_l)
 
     # np.lexsort: last key is primary. Box columns make ties independent of input order.
     keys = [index] + [boxes[:, c] for c in range(BOX_DIM - 1, -1, -1)] + [mods, -scores, labels]
@@ -564,7 +621,7 @@ def weighted_box_fusion(
         start = stop
 
     # Fuse every cluster at once (sums in sorted order, so input order cannot change the rounding).
-    sb, ss, sm = boxes[order], scores[order], mods[order]
+    sb, ss, sm, sr = boxes[order], scores[order], mods[order], rows[order]
     s_sum = np.bincount(cid, ss, minlength=n_c)
     count = np.bincount(cid, minlength=n_c).astype(np.float64)
     mass = s_sum > 0
@@ -580,9 +637,9 @@ def weighted_box_fusion(
         yaw = np.where(flip, yaw + np.pi, yaw)
     fused[:, 6] = np.arctan2(np.bincount(cid, w * np.sin(yaw), minlength=n_c),
                              np.bincount(cid, w * np.cos(yaw), minlength=n_c))
-    n_mod = len(FUSED_MODALITIES)
-    attribution = np.bincount(cid * n_mod + sm, w, minlength=n_c * n_mod).reshape(n_c, n_mod)
-    best = np.full((n_c, n_mod), -1.0)
+    attribution = np.zeros((n_c, n_mod))
+    np.add.at(attribution, cid, w[:, None] * sr)
+    best = np.full((n_c, len(present)), -1.0)
     np.maximum.at(best, (cid, sm), ss)
     contributed = best >= 0
     n_contrib = contributed.sum(axis=1)

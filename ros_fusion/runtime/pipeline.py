@@ -53,7 +53,7 @@ from ..core.bev import BevGrid, normalised_intensity, tune_allocator
 from ..core.centerhead import decode
 from ..core.compensation import StaticMotion, compensate_radar, deskew_lidar
 from ..core.ego_motion import OutOfHistory, PoseHistory
-from ..core.late_fusion import ScoreCalibration, WbfConfig, move_to_time, weighted_box_fusion
+from ..core.late_fusion import FUSED_SOURCE, ScoreCalibration, WbfConfig, move_to_time, weighted_box_fusion
 from ..core.point_times import point_times_ns
 from ..core.preprocess import (
     MODALITY_INDEX,
@@ -65,10 +65,24 @@ from ..core.preprocess import (
 )
 from ..core.rig import ConfigError, Rig, SensorSpec
 from ..core.sync import Bundle, Member
-from ..core.types import NS_PER_S, CameraIntrinsics, Image, ImuSample, Modality, Obstacles, Odometry, PointCloud
+from ..core.types import (
+    DEFAULT_CLASSES,
+    NS_PER_S,
+    CameraIntrinsics,
+    Image,
+    ImuSample,
+    Modality,
+    Obstacles,
+    Odometry,
+    PointCloud,
+)
+from .geometric import GeometricConfig, detect_lidar, detect_radar
 
 MODES: tuple[str, ...] = ("intermediate", "late", "degraded", "none")
 STRATEGIES: tuple[str, ...] = ("auto", "intermediate", "late")
+#: Detectors a pipeline can run: the network (needs a model bundle) and the training-free geometric one.
+DETECTORS: tuple[str, ...] = ("network", "geometric")
+GEOMETRIC_MODALITIES: tuple[str, ...] = ("lidar", "radar")
 FEATURE_OUTPUT = {"camera": "camera_feat", "lidar": "lidar_feat", "radar": "radar_feat"}
 RADAR_VELOCITY_FIELDS: tuple[str, ...] = ("v_r", "doppler", "velocity")
 
@@ -80,6 +94,17 @@ def pattern_key(modalities: Iterable[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- configuration
+def parse_detectors(value: str | Iterable[str]) -> tuple[str, ...]:
+    """``network``, ``geometric`` or both (``network+geometric``, a list) → canonical tuple; ConfigError otherwise."""
+    names = value.replace(",", "+").split("+") if isinstance(value, str) else list(value)
+    names = [str(n).strip() for n in names if str(n).strip()]
+    bad = [n for n in names if n not in DETECTORS]
+    if bad or not names:
+        raise ConfigError("detectors", f"{'+'.join(map(str, names)) or 'nothing'} is not network, geometric or "
+                                       "network+geometric")
+    return tuple(d for d in DETECTORS if d in names)
+
+
 @dataclass
 class PipelineConfig:
     """How the pipeline decides and decodes; `from_manifest` reads the model's own settings."""
@@ -93,8 +118,11 @@ class PipelineConfig:
     calibration: dict[str, ScoreCalibration] = field(default_factory=dict)
     imu_history_s: float = 1.0
     frame_id: str = "base_link"
+    detectors: tuple[str, ...] = ("network",)
+    geometric: GeometricConfig = field(default_factory=GeometricConfig)
 
     def check(self) -> None:
+        self.detectors = parse_detectors(self.detectors)
         if self.strategy not in STRATEGIES:
             raise ConfigError("strategy", f"{self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         for k, v in self.policy.items():
@@ -307,6 +335,11 @@ class FusionPipeline:
         # Without a model the pipeline still compensates and pre-processes (`network_inputs`):
         # that is how datasets are made from recorded bags, with the code inference uses.
         self.stages: StageRunner | None = StageRunner(backend, model) if model is not None else None
+        self.classes: tuple[str, ...] = tuple(model.classes) if model is not None else DEFAULT_CLASSES
+        self.network = "network" in self.config.detectors
+        self.geometric = "geometric" in self.config.detectors
+        if self.network and self.stages is None and self.config.detectors != ("network",):
+            raise ConfigError("detectors", "network needs a model bundle; use detectors geometric without one")
         self.pre = Preprocessor(rig, grid)
         self.grid = self.pre.grid
         self.ego = PoseHistory.from_rig(rig)
@@ -440,18 +473,22 @@ class FusionPipeline:
     def run(self, prep: PreparedBundle, *, keep: Iterable[str] | None = None, strategy: str | None = None,
             policy: ModePolicy | None = None) -> PipelineResult:
         """Detections of a prepared bundle with only the modalities in `keep` (None: all available)."""
-        if self.stages is None:
+        if self.network and self.stages is None:
             raise RuntimeError("this FusionPipeline has no model: it only pre-processes (network_inputs)")
         policy = policy or self.policy
         usable = prep.available if keep is None else prep.available & frozenset(keep)
+        if not self.network:  # the geometric detector alone: its sources are always merged late
+            strategy = "late"
         mode, switch = policy.step(prep.t_ns, usable, prep.out_of_sync, strategy)
         reason = policy.switches[-1].reason if switch else ""
         timings: dict[str, float] = {}
         timer = _Timer(timings)
         if mode == "none":
             obs = Obstacles.empty(prep.t_ns, self.config.frame_id)
-        elif mode == "late":
+        elif mode == "late" or not self.network:
             obs = self._late(prep, usable, timer)
+        elif self.geometric and usable & set(GEOMETRIC_MODALITIES):
+            obs = self._merge(prep, usable, {FUSED_SOURCE: self._at_t(prep, usable, timer)}, timer)
         else:
             obs = self._at_t(prep, usable, timer)
         for k, v in prep.timings_ms.items():  # shared work (pre-processing, encoders) done for this bundle
@@ -683,15 +720,87 @@ class FusionPipeline:
 
     def _late(self, prep: PreparedBundle, usable: frozenset[str], timer: _Timer) -> Obstacles:
         dets: dict[str, Obstacles] = {}
+        if self.network:
+            for m in sorted(usable):
+                dets[m], _ = self.single_modality(prep, m)
+        return self._merge(prep, usable, dets, timer)
+
+    def _merge(self, prep: PreparedBundle, usable: frozenset[str], dets: dict[str, Obstacles], timer: _Timer
+               ) -> Obstacles:
+        """Weighted box fusion of the network's sources in `dets` and, when enabled, the geometric detector's.
+
+        Coverage per source: a network modality's from its own inputs, ``fused`` the union of the used
+        modalities', the geometric LiDAR source the LiDARs'. The geometric radar source reports moving objects
+        only, so its silence is no evidence against a parked car: it is expected only where it contributes.
+        """
         expected: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-        for m in sorted(usable):
-            dets[m], cov = self.single_modality(prep, m)
-            expected[m] = self._coverage_fn(cov)
+        for src in dets:
+            if src == FUSED_SOURCE:
+                cov = self._inputs_at_t(prep).arrays["coverage"]
+                idx = [MODALITY_INDEX[m] for m in sorted(usable)]
+                expected[src] = self._coverage_fn(cov[idx].max(axis=0))
+            else:
+                expected[src] = self._coverage_fn(self.single_modality(prep, src)[1])
+        if self.geometric:
+            for m in GEOMETRIC_MODALITIES:
+                if m in usable:
+                    dets[f"{m}.geometric"], cov = self.geometric_single(prep, m)
+                    expected[f"{m}.geometric"] = (self._coverage_fn(cov) if m == "lidar"
+                                                  else (lambda xy: np.zeros(len(xy), bool)))
+        if not dets:
+            return Obstacles.empty(prep.t_ns, self.config.frame_id)
         cfg = self.config.wbf
         return timer("late.merge", lambda: weighted_box_fusion(dets, prep.t_ns, cfg, expected=expected))
 
+    # --- geometric ----------------------------------------------------------------------------
+    def geometric_single(self, prep: PreparedBundle, modality: str) -> tuple[Obstacles, np.ndarray]:
+        """The geometric detector on one modality (LiDAR or radar) at its own stamp, moved to T; plus the
+        static BEV coverage of the sensors used. Cached per prepared bundle like `single_modality`."""
+        key = ("geometric", modality)
+        if key in prep.cache:
+            return prep.cache[key]
+        timer = _Timer(prep.timings_ms)
+        t_m = self._modality_stamp(prep, modality)
+        members = prep.members[modality]
+        cfg, classes = self.config.geometric, self.classes
+        if modality == "lidar":
+            def lidar() -> Obstacles:
+                xyz = np.concatenate([self._deskew(spec, m.payload, t_m) for spec, m in members])
+                origin = np.mean([spec.extrinsic[:2, 3] for spec, _ in members], axis=0)
+                return detect_lidar(xyz, None, t_m, cfg, classes, origin=origin)
+
+            obs = timer("geometric.lidar", lidar)
+            coverage = self.pre.lidar_coverage
+        else:
+            def radar() -> Obstacles:
+                parts = []
+                for spec, m in members:
+                    xyz, rcs, v = self._radar_at([(spec, m)], t_m)
+                    has_rcs = m.payload.has("rcs")
+                    parts.append(detect_radar(xyz, v, rcs if has_rcs else None, t_m, cfg, classes,
+                                              origin=spec.extrinsic[:2, 3]))
+                return _concat(parts, t_m)
+
+            obs = timer("geometric.radar", radar)
+            coverage = self.pre.radar_input_coverage([spec.name for spec, _ in members])
+        obs.frame_id = self.config.frame_id
+        pose = self._with_motion(min(t_m, prep.t_ns), max(t_m, prep.t_ns),
+                                 lambda motion: motion.relative_pose(t_m, prep.t_ns))
+        prep.cache[key] = (move_to_time(obs, pose, (prep.t_ns - t_m) / NS_PER_S, prep.t_ns), coverage)
+        return prep.cache[key]
+
+
+def _concat(parts: list[Obstacles], stamp_ns: int) -> Obstacles:
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return Obstacles.empty(stamp_ns)
+    return Obstacles(stamp_ns, parts[0].frame_id, np.concatenate([p.boxes for p in parts]),
+                     np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]),
+                     np.concatenate([p.weights for p in parts]))
 
 __all__ = [
-    "MODES", "STRATEGIES", "FusionPipeline", "HeadOutput", "ModePolicy", "ModeSwitch", "PipelineConfig",
+    "DETECTORS", "MODES", "STRATEGIES", "parse_detectors", "FusionPipeline", "HeadOutput", "ModePolicy", "ModeSwitch",
+    "PipelineConfig",
     "PipelineResult", "PreparedBundle", "StageRunner", "pattern_key",
 ]
