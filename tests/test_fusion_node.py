@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # before rclpy.init: keep DDS on this host
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
 
-from ros_fusion.core.health import SensorState  # noqa: E402
+from ros_fusion.core.health import Level, SensorState  # noqa: E402
 from ros_fusion.core.rig import load_rig  # noqa: E402
-from ros_fusion.paths import default_rig_path  # noqa: E402
+from ros_fusion.paths import default_rig_path, share_dir  # noqa: E402
 from ros_fusion.ros.diagnostics import health_to_diagnostic_array, parse_diagnostic_array  # noqa: E402
 from ros_fusion.ros.fusion_node import FusionNode, _decoders, plan_streams  # noqa: E402
 from ros_fusion.ros.pointcloud import make_pointcloud2  # noqa: E402
+from ros_fusion.runtime.model_bundle import BundleError  # noqa: E402
 
 
 @pytest.fixture
@@ -296,3 +303,175 @@ def test_markers_are_built_only_while_someone_subscribes(node: FusionNode) -> No
         assert node.views_skipped["markers"] == 1  # built and published for the viewer
     finally:
         viewer.destroy_node()
+
+
+# --- detectors: network, geometric, and the fallback when no model fits -------------------------------
+DOMAIN_ID = 53  # this file's nodes (the fixture above too)
+FALLBACK_LINE = "falling back to the geometric detector"
+
+
+@contextmanager
+def _node_with(*params: str) -> Iterator[FusionNode]:
+    """A FusionNode (not configured) with `-p` overrides, in its own context."""
+    ctx = rclpy.Context()
+    args = ["--ros-args"] + [a for p in params for a in ("-p", p)]
+    rclpy.init(args=args, context=ctx, domain_id=DOMAIN_ID)
+    n = FusionNode(context=ctx)
+    try:
+        yield n
+    finally:
+        n.destroy_node()
+        ctx.try_shutdown()
+
+
+def _fusion_status(node: FusionNode) -> dict:
+    return parse_diagnostic_array(node.diagnostics(node.get_clock().now().nanoseconds))["ros_fusion/fusion"]
+
+
+def _copied_models(tmp_path: Path) -> Path:
+    dst = tmp_path / "models"
+    shutil.copytree(share_dir() / "models", dst)
+    return dst
+
+
+def _swap_stage_files(models: Path, a: str, b: str) -> None:
+    """Point stage `a` at stage `b`'s ONNX file and back, hashes included: a manifest that loads and
+    passes every check, with encoders that take the other stage's inputs (fails only when run)."""
+    manifest = models / "manifest.yaml"
+    raw = yaml.safe_load(manifest.read_text())
+    st = raw["stages"]
+    for key in ("file", "sha256", "bytes"):
+        st[a][key], st[b][key] = st[b][key], st[a][key]
+    manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _sim_sweep_and_truth(stamp_ns: int) -> tuple[PointCloud2, np.ndarray]:
+    """The first simulated LiDAR sweep of an urban drive as a message stamped `stamp_ns`, and the
+    ground-truth boxes of the cars at its capture time."""
+    from ros_fusion.ros.messages import to_message
+    from ros_fusion.sim.drive import simulate_drive
+
+    rig = load_rig(default_rig_path())
+    sweep = truth = None
+    for e in simulate_drive(rig, "urban", 7, 0.05):
+        if e.topic == "/sensors/lidar_top/points" and sweep is None:
+            sweep = e.payload
+        if e.topic == "/ground_truth/obstacles" and truth is None:
+            truth = e.payload
+    assert sweep is not None and truth is not None and truth.stamp_ns == sweep.stamp_ns
+    cars = truth.boxes[truth.labels == 0]  # class 0 = car (DEFAULT_CLASSES)
+    return to_message(dataclasses.replace(sweep, stamp_ns=stamp_ns), "/sensors/lidar_top/points"), cars
+
+
+def test_detectors_geometric_configures_without_a_model(tmp_path: Path) -> None:
+    """detectors geometric loads no model: a models_dir without one is no error and no fallback."""
+    with _node_with("detectors:=geometric", f"models_dir:={tmp_path}") as n:
+        assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        pipe = n.engine.pipeline
+        assert pipe.model is None and pipe.stages is None and pipe.config.detectors == ("geometric",)
+        assert n.detector_fallback is None and n.warm_up_ms is not None  # warmed up without a model
+        assert n._classes == pipe.classes and "car" in n._classes
+        values = _fusion_status(n)["values"]
+        assert values["detectors"] == "geometric" and "detector_fallback" not in values
+
+
+def test_detectors_geometric_needs_a_lidar_or_radar(tmp_path: Path) -> None:
+    d = yaml.safe_load(default_rig_path().read_text())
+    for name in ("lidar_top", "radar_front"):
+        del d["sensors"][name]
+    rig = tmp_path / "camera_only.yaml"
+    rig.write_text(yaml.safe_dump(d))
+    with _node_with("detectors:=geometric", f"rig_file:={rig}", "sync_reference:=camera_front") as n:
+        assert n.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert n.config_error.key == "detectors" and "LiDAR or radar" in str(n.config_error)
+
+
+def test_no_model_falls_back_to_the_geometric_detector(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """An empty models_dir: one WARN line naming the folder and why, WARN + the reason in /diagnostics, and
+    the geometric detector finds the simulated cars in the obstacles the node publishes."""
+    from ros_fusion.ros.obstacles import pointcloud2_to_obstacles
+    from ros_fusion.ros.qos import output_qos
+
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    with _node_with(f"models_dir:={empty}") as n:
+        assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        err = capfd.readouterr().err
+        warn = [ln for ln in err.splitlines() if "[WARN]" in ln]
+        assert len(warn) == 1 and FALLBACK_LINE in warn[0], err
+        assert f"no model in {empty} fits rig 'sim_default'" in warn[0] and "manifest.yaml not found" in warn[0]
+        assert n.engine.pipeline.model is None and n.engine.pipeline.config.detectors == ("geometric",)
+        assert n.detector_fallback is not None and n.detector_fallback.requested == ("network",)
+        status = _fusion_status(n)
+        assert status["level"] >= Level.WARN and "geometric detector only" in status["message"]
+        assert "manifest.yaml not found" in status["values"]["detector_fallback"]
+
+        got = []
+        viewer = rclpy.create_node("obstacle_viewer", context=n.context)
+        try:
+            viewer.create_subscription(PointCloud2, "/fusion_node/obstacles", got.append, output_qos())
+            assert n.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            deadline = time.monotonic() + 10.0
+            while n._pub_obstacles.get_subscription_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            now = n.get_clock().now().nanoseconds
+            msg, cars = _sim_sweep_and_truth(now - 1_000_000)
+            n.handle_message(_lidar_stream(n), msg)
+            n._dispatch(n.engine.poll_bundles(now + 500_000_000))
+            executor = rclpy.executors.SingleThreadedExecutor(context=n.context)
+            executor.add_node(viewer)
+            deadline = time.monotonic() + 20.0
+            while not got and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+            executor.shutdown()
+        finally:
+            viewer.destroy_node()
+        assert n.obstacles_published == 1 and len(got) == 1
+        assert n.engine.mode == "degraded"  # LiDAR alone, through the geometric detector
+        obs = pointcloud2_to_obstacles(got[0])
+        found = obs.boxes[obs.labels == n._classes.index("car")]
+        near = cars[np.hypot(cars[:, 0], cars[:, 1]) < 20.0]
+        assert len(near) and len(found)
+        for car in near:  # every car within 20 m has a published car box within 2 m of its centre
+            assert np.min(np.hypot(found[:, 0] - car[0], found[:, 1] - car[1])) < 2.0, (car, found[:, :2])
+        status = _fusion_status(n)  # reported for as long as the node runs
+        assert status["level"] == Level.WARN and "detector_fallback" in status["values"]
+        assert n.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("tampered", "sha256"),  # a model file changed after export: refused by its hash
+        ("swapped", "does not run on this rig's data"),  # loads and checks out, fails in the warm-up
+    ],
+)
+def test_a_refused_or_failing_model_falls_back(tmp_path: Path, case: str, needle: str) -> None:
+    models = _copied_models(tmp_path)
+    if case == "tampered":
+        with (models / "radar.onnx").open("ab") as f:
+            f.write(b"\0")
+    else:
+        _swap_stage_files(models, "lidar", "radar")
+    with _node_with(f"models_dir:={models}") as n:
+        assert n.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert n.detector_fallback is not None and needle in n.detector_fallback.reason
+        assert n.engine.pipeline.model is None
+        assert needle in _fusion_status(n)["values"]["detector_fallback"]
+
+
+def test_geometric_fallback_false_fails_configure(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with _node_with(f"models_dir:={tmp_path}", "geometric_fallback:=false") as n:
+        assert n.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert isinstance(n.config_error, BundleError) and n.config_error.key == "manifest"
+        assert n.params is None and n.engine is None
+    err = capfd.readouterr().err
+    fatal = [ln for ln in err.splitlines() if "[FATAL]" in ln]
+    assert len(fatal) == 1 and "no usable model" in fatal[0] and "models_dir" in fatal[0], err
+    assert FALLBACK_LINE not in err
+
+
+def test_default_model_runs_the_network_without_fallback(node: FusionNode) -> None:
+    values = node.fusion_values(set())
+    assert values["detectors"] == "network" and "detector_fallback" not in values
+    assert node.detector_fallback is None and node.engine.pipeline.model is not None

@@ -101,6 +101,11 @@ def test_descriptors_have_types_ranges_and_read_only() -> None:
         ("max_points", True, "integer"),
         ("autostart", "yes", "true or false"),
         ("backend", "tensorflow", "one of"),
+        ("detectors", "lidar", r"one of: network, geometric, network\+geometric"),
+        ("detectors", "", "one of"),
+        ("detectors", "geometric+network", "one of"),  # one spelling per choice, as the schema's enum
+        ("detectors", True, "string"),
+        ("geometric_fallback", "no", "true or false"),
         ("output_frame", "", "frame name"),
         ("output_frame", "/base_link", "leading"),
         ("rig_file", 3, "string"),
@@ -111,6 +116,21 @@ def test_bad_values_name_the_parameter(name: str, value: object, match: str) -> 
         validate_params({name: value})
     assert info.value.key == name
     assert str(info.value).startswith(f"{name}:")
+
+
+def test_detector_choices_are_the_pipelines_spellings() -> None:
+    """params.py lists the choices (it must not import the pipeline); they are exactly the canonical
+    forms parse_detectors gives for every non-empty set of the pipeline's detectors."""
+    from itertools import combinations
+
+    from ros_fusion.runtime.pipeline import DETECTORS, parse_detectors
+
+    canonical = {"+".join(parse_detectors(list(c))) for n in range(1, len(DETECTORS) + 1)
+                 for c in combinations(DETECTORS, n)}
+    assert set(params_mod.DETECTORS) == canonical
+    assert all("+".join(parse_detectors(c)) == c for c in params_mod.DETECTORS)
+    assert SPECS_BY_NAME["detectors"].default == "network" and SPECS_BY_NAME["geometric_fallback"].default is True
+    assert "network+geometric" in SPECS_BY_NAME["detectors"].descriptor().additional_constraints
 
 
 def test_unknown_parameter_is_named() -> None:
@@ -206,6 +226,16 @@ def test_bad_override_names_parameter(ros_context, override: str, key: str, matc
         node.destroy_node()
 
 
+def test_bad_detectors_override_stops_the_node_before_configure(ros_context) -> None:
+    """rclpy enforces no choices: the node's own validation names the parameter (main: FATAL, exit 2)."""
+    from ros_fusion.ros.fusion_node import FusionNode
+
+    rclpy.init(args=["--ros-args", "-p", "detectors:=camera"], context=ros_context)
+    with pytest.raises(ConfigError, match="unknown value 'camera'") as info:
+        FusionNode(context=ros_context)
+    assert info.value.key == "detectors"
+
+
 def test_runtime_change_is_validated(ros_context) -> None:
     from ros_fusion.ros.fusion_node import FusionNode
 
@@ -216,6 +246,8 @@ def test_runtime_change_is_validated(ros_context) -> None:
         assert not res.successful
         res = node.set_parameters([Parameter("rig_file", value="/tmp/other.yaml")])[0]
         assert not res.successful and "read-only" in res.reason
+        res = node.set_parameters([Parameter("detectors", value="geometric")])[0]
+        assert not res.successful and "read-only" in res.reason  # the pipeline is built at configure
         res = node.set_parameters([Parameter("max_age_s", value=3.0)])[0]
         assert res.successful and node.get_parameter("max_age_s").value == 3.0
     finally:
@@ -351,6 +383,8 @@ def _run_node(*ros_args: str) -> subprocess.CompletedProcess[str]:
         (["-p", "diagnostics_period_s:=-1.0"], "diagnostics_period_s"),
         (["-p", "backend:=tensorflow"], "backend: unknown value 'tensorflow'"),
         (["-p", "rig_file:=/nonexistent/rig.yaml"], "rig_file: no such file: /nonexistent/rig.yaml"),
+        (["-p", "models_dir:=/nonexistent/models", "-p", "geometric_fallback:=false"],
+         "no usable model: /nonexistent/models: manifest: /nonexistent/models not found"),
     ],
 )
 def test_node_exits_nonzero_on_bad_param(args: list[str], needle: str) -> None:

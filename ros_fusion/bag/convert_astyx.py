@@ -144,6 +144,10 @@ LAST_TRAIN_FRAME = 399
 #: Full scale of the VLP-16's calibrated reflectivity (0–255, VLP-16 user manual, "Calibrated
 #: Reflectivity"): the rig's `intensity_max`.
 ASTYX_LIDAR_INTENSITY_MAX = 255.0
+#: Unambiguous radial-velocity interval of the Astyx 6455 [m/s]: V_r takes 128 values 0.0812 m/s apart,
+#: −5.116 … +5.197, over the whole set, so faster relative speeds come folded (the rig's
+#: `velocity_interval_mps`; the pipeline fits the ego velocity from each scan's Doppler, `core.doppler_ego`).
+ASTYX_RADAR_VELOCITY_INTERVAL_MPS = 128 * 0.0812
 #: Beams of the VLP-16; LaserID n fires at elevation −15° + 2°·(n // 2) + 16°·(n mod 2).
 VLP16_BEAMS = 16
 #: A sweep's per-point times are used when they span this much [s] (one revolution at 5–20 Hz).
@@ -698,6 +702,7 @@ def _group_drive(drive_name: str, g: FrameGroup, classes: Sequence[str], ref_hei
         },
         "radar_front": {
             "modality": "radar", "topic": RADAR_TOPIC, "frame_id": "radar_front", "rate_hz": 10.0,
+            "velocity_interval_mps": round(ASTYX_RADAR_VELOCITY_INTERVAL_MPS, 4),
             "extrinsics": extrinsics_entry(base_from_radar),
         },
         "camera_front": {

@@ -52,6 +52,10 @@ class SensorSpec:
     #: drivers — Velodyne packets, nuScenes, View-of-Delft —, 1 for KITTI's 0–1 reflectance). The network
     #: reads intensity / intensity_max, so a sensor on another scale must say so here.
     intensity_max: float = DEFAULT_INTENSITY_MAX
+    #: Radar only: the width of the unambiguous radial-velocity interval [m/s] when the driver reports v_r
+    #: folded into ±half of it (Astyx 6455: 10.39); None = not folded. Used when the scan's own Doppler
+    #: gives the ego velocity (`core.doppler_ego`).
+    velocity_interval_mps: float | None = None
     model: dict[str, Any] = field(default_factory=dict)
     #: Optional synchroniser settings (`sync:` in the rig file): offset_ms, tolerance_ms,
     #: timeout_ms, buffer_size; absent keys are derived from rate and latency by `core.sync`.
@@ -156,6 +160,7 @@ def parse_intrinsics(value: Any, key: str, source: str = "") -> CameraIntrinsics
 _SENSOR_KEYS = {
     "modality", "topic", "frame_id", "rate_hz", "latency_ms", "jitter_ms", "extrinsics",
     "intrinsics", "info_topic", "child_frame_id", "model", "sync", "intensity_max",
+    "velocity_interval_mps",
 }
 _SYNC_KEYS = ("offset_ms", "tolerance_ms", "timeout_ms", "buffer_size")
 
@@ -227,6 +232,12 @@ def _parse_sensor(name: str, d: Any, source: str) -> SensorSpec:
         if intensity_max > 1e6:
             raise ConfigError(f"{key}.intensity_max", f"implausible full-scale intensity {intensity_max} (max 1e6)",
                               source)
+    interval = None
+    if "velocity_interval_mps" in d:
+        if modality != Modality.RADAR:
+            raise ConfigError(f"{key}.velocity_interval_mps",
+                              f"only a radar has a radial-velocity interval, not a {modality.value}", source)
+        interval = _num(d["velocity_interval_mps"], f"{key}.velocity_interval_mps", source, positive=True)
     return SensorSpec(
         name=name,
         modality=modality,
@@ -240,6 +251,7 @@ def _parse_sensor(name: str, d: Any, source: str) -> SensorSpec:
         child_frame_id=str(d.get("child_frame_id", "")),
         intrinsics=intr,
         intensity_max=intensity_max,
+        velocity_interval_mps=interval,
         model=copy.deepcopy(model),
         sync=parse_sync(d.get("sync"), f"{key}.sync", source),
     )

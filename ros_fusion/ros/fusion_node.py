@@ -23,7 +23,12 @@ subscriptions and (inactive) publishers; activate = start the worker and
 publishing; deactivate/cleanup undo that. With `autostart` (default) `main`
 drives configure + activate itself, so no lifecycle manager is needed. A bad
 parameter, rig or model file ends the process with one FATAL line and a
-non-zero exit status; bad *messages* never do.
+non-zero exit status; bad *messages* never do. One exception: when
+`detectors` includes the network but no model fits the rig (missing or
+refused manifest, a rig the model cannot serve, a model that fails in the
+warm-up), the node runs the training-free geometric detector alone, says so
+in one WARN line and in every /diagnostics message (`detector_fallback`),
+unless `geometric_fallback` is false.
 
     python -m ros_fusion.ros.fusion_node --ros-args -p rig_file:=my_rig.yaml
 """
@@ -61,6 +66,8 @@ from ..core.rig import ConfigError, Rig, SensorSpec
 from ..core.sync import Bundle, BundleStats, Synchroniser, default_reference, describe_bundle
 from ..core.types import DEFAULT_CLASSES, Modality, Obstacles, RejectedInput
 from ..runtime.engine import EngineOutput, EngineSettings, FusionEngine
+from ..runtime.model_bundle import BundleError
+from ..runtime.pipeline import parse_detectors
 from .diagnostics import DIAGNOSTICS_TOPIC, fusion_status, health_to_diagnostic_array
 from .params import PARAM_SPECS, FusionNodeParams, declare_params, read_params, validate_params
 from .pointcloud import DecodedCloud
@@ -169,19 +176,38 @@ def plan_streams(rig: Rig, decoders: dict[str, Callable[[Any], Any]]) -> list[_S
     return streams
 
 
-def load_pipeline(params: FusionNodeParams, rig: Rig) -> Any:
-    """The FusionPipeline for `rig` from the configured model folder and backend; ConfigError on any problem."""
+def models_folder(params: FusionNodeParams) -> Path:
+    """The folder `models_dir` names, or the package's models/ when it is empty."""
     from ..paths import share_dir
+
+    return Path(params.models_dir).expanduser() if params.models_dir else share_dir() / "models"
+
+
+def load_pipeline(params: FusionNodeParams, rig: Rig, detectors: tuple[str, ...] | None = None) -> Any:
+    """The FusionPipeline for `rig` running `detectors` (default: the `detectors` parameter).
+
+    With the network: the model from the configured folder (hash-checked, checked against the rig) and
+    backend. A problem of the model itself is a `BundleError` (what `build_pipeline` may fall back on); a
+    bad parameter or a missing backend package is a plain `ConfigError`. The geometric detector alone
+    loads no model at all, so a folder without one is no error then.
+    """
     from ..runtime.backends import BackendUnavailable, create_backend
     from ..runtime.model_bundle import load_bundle
     from ..runtime.pipeline import FusionPipeline, PipelineConfig
 
+    detectors = parse_detectors(params.detectors) if detectors is None else detectors
+    settings = {"strategy": params.strategy, "score_threshold": params.score_threshold,
+                "frame_id": params.output_frame, "detectors": detectors}
+    if "network" not in detectors:
+        if not _has_geometric_input(rig):
+            raise ConfigError("detectors", f"the geometric detector needs a LiDAR or radar and rig '{rig.name}' has "
+                                           "none (use detectors network)")
+        return FusionPipeline(rig, None, None, PipelineConfig.from_manifest(None, **settings))
     if params.backend == "torch":
         raise ConfigError("backend", "torch is a development backend (needs a checkpoint); use onnxruntime or "
                                      "tensorrt in the node")
-    model_dir = Path(params.models_dir).expanduser() if params.models_dir else share_dir() / "models"
-    model = load_bundle(model_dir)  # ConfigError (BundleError) naming the manifest key or file
-    model.check_rig(rig)
+    model = load_bundle(models_folder(params))  # BundleError naming the manifest key or file
+    model.check_rig(rig)  # BundleError: a rig this model cannot serve
     options: dict[str, Any] = {}
     if params.backend == "onnxruntime":
         options = {"providers": "auto", "threads": params.inference_threads}
@@ -189,9 +215,57 @@ def load_pipeline(params: FusionNodeParams, rig: Rig) -> Any:
         backend = create_backend(params.backend, model, **options)
     except BackendUnavailable as e:
         raise ConfigError("backend", str(e)) from None
-    cfg = PipelineConfig.from_manifest(model.raw, strategy=params.strategy, score_threshold=params.score_threshold,
-                                       frame_id=params.output_frame)
-    return FusionPipeline(rig, model, backend, cfg)
+    except Exception as e:  # noqa: BLE001 - the package is there but refuses the model's files (opset, format)
+        raise BundleError("models_dir", f"backend {params.backend} cannot load the model in {model.root}: "
+                                        f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from None
+    return FusionPipeline(rig, model, backend, PipelineConfig.from_manifest(model.raw, **settings))
+
+
+def _has_geometric_input(rig: Rig) -> bool:
+    return bool(rig.of(Modality.LIDAR) or rig.of(Modality.RADAR))
+
+
+@dataclass(frozen=True)
+class DetectorFallback:
+    """Why the node runs the geometric detector alone although `detectors` asked for the network.
+
+    Kept for as long as the node runs: /diagnostics says so in every message (level WARN, key
+    `detector_fallback`), not only the start-up log, so a monitor that connects later still sees
+    that the obstacles come from LiDAR/radar clusters and not from the trained model.
+    """
+
+    requested: tuple[str, ...]
+    models_dir: Path
+    reason: str  # the model's BundleError, as text
+
+    def log_line(self, rig_name: str) -> str:
+        return (f"no model in {self.models_dir} fits rig '{rig_name}': {self.reason}; falling back to the geometric "
+                "detector (LiDAR clusters + moving radar detections, late fusion; set geometric_fallback false to "
+                "fail instead)")
+
+
+def build_pipeline(params: FusionNodeParams, rig: Rig, warm: Callable[[Any], Any]
+                   ) -> tuple[Any, Any, DetectorFallback | None]:
+    """(pipeline, what `warm(pipeline)` returned, fallback or None) for the `detectors` parameter.
+
+    When the network is asked for but no trained model fits the rig — the manifest is missing or
+    refused, the rig is one the model cannot serve, or the model fails on the rig's data in the
+    warm-up (all `BundleError`s) — and `geometric_fallback` is on, the pipeline is the geometric
+    detector alone and the fallback says why. Why not fail: a vehicle with a LiDAR or radar still
+    needs obstacles while its model folder is wrong, and a training-free detector is better than
+    none. Everything else (a bad parameter, a missing backend package, a broken install, a rig
+    without LiDAR and radar) is still a `ConfigError` that ends the node.
+    """
+    detectors = parse_detectors(params.detectors)
+    try:
+        pipeline = load_pipeline(params, rig, detectors)
+        return pipeline, warm(pipeline), None
+    except BundleError as e:
+        if "network" not in detectors or not params.geometric_fallback or not _has_geometric_input(rig):
+            raise
+        fallback = DetectorFallback(detectors, models_folder(params), str(e))
+    pipeline = load_pipeline(params, rig, ("geometric",))
+    return pipeline, warm(pipeline), fallback
 
 
 def warm_start(pipeline: Any, streams: list[_Stream], obs_to_cloud: Callable[[Obstacles], PointCloud2],
@@ -203,7 +277,8 @@ def warm_start(pipeline: Any, streams: list[_Stream], obs_to_cloud: Callable[[Ob
     Why here: configure is where the node may take its time; a first bundle that pays for ONNX
     Runtime's first run, OpenCV's first JPEG decode and numpy's first allocations is late and makes
     the next ones late too (dropped as "behind real time"). A model that cannot run on this rig
-    fails here, as a configuration error, instead of on every bundle.
+    fails here, as a `BundleError` (what `build_pipeline` may fall back on), instead of on every
+    bundle.
     """
     from ..runtime.warmup import warm_up
     from .messages import to_message
@@ -211,8 +286,11 @@ def warm_start(pipeline: Any, streams: list[_Stream], obs_to_cloud: Callable[[Ob
     try:
         report = warm_up(pipeline, rounds)
     except Exception as e:  # noqa: BLE001 - whatever the backend raises, it is a model/rig mismatch here
-        raise ConfigError("models_dir", f"the model does not run on this rig's data: {type(e).__name__}: {e}"
-                          ) from None
+        if pipeline.model is None:  # the geometric detector alone: no model to blame, a bug to report
+            raise ConfigError("detectors", f"the geometric detector fails on this rig's data: {type(e).__name__}: "
+                                           f"{e}") from None
+        raise BundleError("models_dir", f"the model in {pipeline.model.root} does not run on this rig's data: "
+                                        f"{type(e).__name__}: {e}") from None
     t0 = time.perf_counter()
     members = report.bundle.members if report.bundle is not None else {}
     for st in streams:
@@ -226,9 +304,9 @@ def warm_start(pipeline: Any, streams: list[_Stream], obs_to_cloud: Callable[[Ob
             raise ConfigError("ros_fusion.ros", f"{st.topic}: decoder failed on a synthetic message: {e}") from None
     if report.obstacles is not None:
         obs_to_cloud(report.obstacles)
-        obs_to_markers(report.obstacles, pipeline.model.classes, mode="intermediate")
+        obs_to_markers(report.obstacles, pipeline.classes, mode="intermediate")
         if obs_to_detections is not None:
-            obs_to_detections(report.obstacles, pipeline.model.classes)
+            obs_to_detections(report.obstacles, pipeline.classes)
     report.runs_ms["messages"] = [(time.perf_counter() - t0) * 1e3]
     report.total_ms += report.runs_ms["messages"][0]
     return report
@@ -254,7 +332,10 @@ def parse_mode_line(text: str) -> tuple[int, str, tuple[str, ...]]:
 
 
 def describe_config_error(e: ConfigError) -> str:
-    """The one FATAL line for a bad parameter or rig file: what is wrong and where to fix it."""
+    """The one FATAL line for a bad parameter, rig or model: what is wrong and where to fix it."""
+    if isinstance(e, BundleError):  # its source is the manifest (or the rig it cannot serve)
+        return (f"cannot configure {NODE_NAME}: no usable model: {e} (point models_dir at a model for this rig, "
+                "or set detectors to geometric)")
     if e.source:
         return f"cannot configure {NODE_NAME}: rig file {e} (fix the rig file or point rig_file at another one)"
     return f"cannot configure {NODE_NAME}: parameter {e}"
@@ -284,6 +365,8 @@ class FusionNode(LifecycleNode):
         self.views_skipped = {"markers": 0, "detections": 0}
         self.e2e_ms: deque[float] = deque(maxlen=600)  # bundle time → publish, node clock
         self.warm_up_ms: float | None = None  # configure's warm start (every stage once), for diagnostics
+        # Set while the geometric detector stands in for a network no model could serve (diagnostics say so).
+        self.detector_fallback: DetectorFallback | None = None
         # Work for the fusion worker: reference sweeps to pre-process (pipelining) and bundles to fuse.
         self._cv = threading.Condition()
         self._prefetch_jobs: deque[tuple[str, Any]] = deque(maxlen=2)
@@ -326,19 +409,27 @@ class FusionNode(LifecycleNode):
             self.config_error = e
             self.get_logger().fatal(describe_config_error(e))
             return TransitionCallbackReturn.FAILURE
+
+        def warm_pipeline(pipeline: Any) -> Any:
+            if params.warm_up_rounds == 0:
+                return None
+            return warm_start(pipeline, streams, obs_to_cloud, obs_to_markers, _detections_encoder(),
+                              params.warm_up_rounds)
+
         try:
-            pipeline = load_pipeline(params, rig)
-            warm = (warm_start(pipeline, streams, obs_to_cloud, obs_to_markers, _detections_encoder(),
-                               params.warm_up_rounds) if params.warm_up_rounds > 0 else None)
+            pipeline, warm, fallback = build_pipeline(params, rig, warm_pipeline)
         except ConfigError as e:
             self.config_error = e
             self.get_logger().fatal(describe_config_error(e))
             return TransitionCallbackReturn.FAILURE
+        if fallback is not None:
+            self.get_logger().warning(fallback.log_line(rig.name))
+        self.detector_fallback = fallback
         self.warm_up_ms = warm.total_ms if warm is not None else None
         self.get_logger().info(warm.describe() if warm is not None else "warm-up off (warm_up_rounds 0)")
         self.params, self.rig, self._streams = params, rig, streams
         self._obs_to_cloud, self._obs_to_markers = obs_to_cloud, obs_to_markers
-        self._classes = tuple(pipeline.model.classes)
+        self._classes = tuple(pipeline.classes)
         self.reference = reference
         settings = EngineSettings.from_params(params)
         settings.reference = reference
@@ -362,10 +453,12 @@ class FusionNode(LifecycleNode):
             from vision_msgs.msg import Detection3DArray
 
             self._pub_detections = self.create_lifecycle_publisher(Detection3DArray, "~/detections", output_qos())
+        model = (f"model {pipeline.model.root} ({pipeline.stages.describe()})" if pipeline.model is not None
+                 else "no model")
         self.get_logger().info(
             f"configured: rig '{rig.name}' ({rig.source}), {len(rig.sensors)} sensors, "
-            f"{len(streams)} subscriptions, reference {self.reference}; model {pipeline.model.root} "
-            f"({pipeline.stages.describe()}), strategy {params.strategy}"
+            f"{len(streams)} subscriptions, reference {self.reference}; detectors "
+            f"{'+'.join(pipeline.config.detectors)}, {model}, strategy {params.strategy}"
             + ("" if self._obs_to_detections else "; vision_msgs not installed: no ~/detections")
         )
         return TransitionCallbackReturn.SUCCESS
@@ -436,6 +529,7 @@ class FusionNode(LifecycleNode):
                 setattr(self, name, None)
         self._streams = []
         self.params = None
+        self.detector_fallback = None
         self.sync = None
         self.ego = None
         self.engine = None
@@ -601,21 +695,33 @@ class FusionNode(LifecycleNode):
 
     def publish_diagnostics(self) -> None:
         try:
-            now_ns = self.get_clock().now().nanoseconds
-            snap = self.health.snapshot(now_ns)
-            mode = self.engine.mode if self.engine is not None else "none"
-            level = MODE_LEVEL.get(mode, Level.WARN)
-            message = f"mode {mode}" + (" (no usable sensor)" if mode == "none" else "")
-            fusion = fusion_status(level, message, self.fusion_values(snap.modalities_usable()))
-            self._pub_diag.publish(health_to_diagnostic_array(snap, now_ns, [fusion]))
+            self._pub_diag.publish(self.diagnostics(self.get_clock().now().nanoseconds))
         except Exception as e:  # noqa: BLE001 - diagnostics must never take the node down
             self.rlog.error(("/diagnostics", "internal"), f"cannot publish diagnostics: {type(e).__name__}: {e}")
+
+    def diagnostics(self, now_ns: int) -> DiagnosticArray:
+        """The /diagnostics message at `now_ns`: every sensor's status and `ros_fusion/fusion`.
+
+        The fusion status's level is the mode's (DESIGN §8), and at least WARN while the geometric
+        detector stands in for the network (`detector_fallback` holds why).
+        """
+        snap = self.health.snapshot(now_ns)
+        mode = self.engine.mode if self.engine is not None else "none"
+        level = MODE_LEVEL.get(mode, Level.WARN)
+        message = f"mode {mode}" + (" (no usable sensor)" if mode == "none" else "")
+        if self.detector_fallback is not None:
+            level = max(level, Level.WARN)
+            message += "; geometric detector only: no model fits the rig (see detector_fallback)"
+        fusion = fusion_status(level, message, self.fusion_values(snap.modalities_usable()))
+        return health_to_diagnostic_array(snap, now_ns, [fusion])
 
     def fusion_values(self, usable: set[str]) -> dict[str, Any]:
         """Key/values of the `ros_fusion/fusion` status: mode, bundle statistics, synchroniser counters."""
         bs = self.bundle_stats.summary()
         values: dict[str, Any] = {
             "mode": self.engine.mode if self.engine is not None else "none",
+            "detectors": ("+".join(self.engine.pipeline.config.detectors)
+                          if self.engine is not None and self.engine.pipeline is not None else ""),
             "bundles": bs["bundles"],
             "bundles.reference": bs["bundles_reference"],
             "bundles.watchdog": bs["bundles_watchdog"],
@@ -628,6 +734,8 @@ class FusionNode(LifecycleNode):
             "markers_skipped_no_subscriber": self.views_skipped["markers"],
             "usable_modalities": ",".join(sorted(usable)),
         }
+        if self.detector_fallback is not None:
+            values["detector_fallback"] = self.detector_fallback.reason
         if self.warm_up_ms is not None:
             values["warm_up_ms"] = round(self.warm_up_ms, 1)
         last = self.bundle_stats.last

@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt", "torch")
 STRATEGIES: tuple[str, ...] = ("auto", "intermediate", "late")
+#: Values of `detectors`: the canonical spellings `runtime.pipeline.parse_detectors` gives (a test keeps them
+#: equal). Listed, not imported: the pipeline pulls in scipy and OpenCV, and the node plan imports this file.
+DETECTORS: tuple[str, ...] = ("network", "geometric", "network+geometric")
 
 # rcl_interfaces/msg/ParameterType values (tests check them against the message).
 PARAMETER_BOOL = 1
@@ -107,6 +110,12 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("models_dir", "", "folder with manifest.yaml + ONNX files; empty = the package's models/"),
     ParamSpec("strategy", "auto", "fusion strategy when 2+ modalities are usable (auto = the model's policy table)",
               choices=STRATEGIES),
+    ParamSpec("detectors", "network", "which detectors feed the fusion: the network, the training-free geometric "
+              "detector (LiDAR clusters + moving radar detections; needs no model), or both in late fusion",
+              choices=DETECTORS),
+    ParamSpec("geometric_fallback", True, "when detectors include the network but no model in models_dir fits the "
+              "rig (missing, refused, or failing on the rig's data): run the geometric detector alone, with one WARN "
+              "line and a WARN in /diagnostics; false = fail configure instead"),
     ParamSpec("score_threshold", 0.1, "lowest detection score published", 0.0, 0.99),
     ParamSpec("inference_threads", 2, "onnxruntime intra-op threads", 1, 64),
     ParamSpec("pipelining", True, "rasterise + encode each LiDAR sweep on arrival, while its bundle still waits"),
@@ -157,6 +166,8 @@ class FusionNodeParams:
     backend: str = "onnxruntime"
     models_dir: str = ""
     strategy: str = "auto"
+    detectors: str = "network"
+    geometric_fallback: bool = True
     score_threshold: float = 0.1
     inference_threads: int = 2
     pipelining: bool = True

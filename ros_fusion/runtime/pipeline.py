@@ -52,6 +52,7 @@ from ..core import network_io as nio
 from ..core.bev import BevGrid, normalised_intensity, tune_allocator
 from ..core.centerhead import decode
 from ..core.compensation import StaticMotion, compensate_radar, deskew_lidar
+from ..core.doppler_ego import compensate_with_doppler
 from ..core.ego_motion import OutOfHistory, PoseHistory
 from ..core.late_fusion import FUSED_SOURCE, ScoreCalibration, WbfConfig, move_to_time, weighted_box_fusion
 from ..core.point_times import point_times_ns
@@ -595,10 +596,23 @@ class FusionPipeline:
             xyz, v_comp, static = self._with_motion(min(int(scan.stamp_ns), T), max(int(scan.stamp_ns), T), comp)
             if static and scan.has("v_r_comp"):  # the driver's own compensation is better than none
                 v_comp = np.asarray(scan.points["v_r_comp"], np.float64)
+            elif static and vfield is not None and len(v_r):
+                v_comp = self._doppler_compensated(spec, scan, v_r, v_comp)
             xyz_parts.append(xyz)
             rcs_parts.append(rcs)
             v_parts.append(v_comp)
         return np.concatenate(xyz_parts), np.concatenate(rcs_parts), np.concatenate(v_parts)
+
+    def _doppler_compensated(self, spec: SensorSpec, scan: PointCloud, v_r: np.ndarray,
+                             fallback: np.ndarray) -> np.ndarray:
+        """Without an ego-motion source: v_r over ground from the scan's own Doppler (`core.doppler_ego`),
+        or `fallback` (raw) when the scan has too few stationary detections to tell; both counted."""
+        comp, est = compensate_with_doppler(scan.xyz(), v_r, spec.extrinsic, interval=spec.velocity_interval_mps)
+        if est is None:
+            self.counters["radar_doppler_ego_failed"] += 1
+            return fallback
+        self.counters["radar_doppler_ego"] += 1
+        return comp
 
     def _cameras_at(self, members: list[tuple[SensorSpec, Member]], T: int) -> list[CameraFrame | None]:
         by_name = {spec.name: (spec, m) for spec, m in members}
