@@ -68,6 +68,7 @@ PUBLISHER = textwrap.dedent(
     count = {"lidar": 0, "radar": 0, "camera": 0, "imu": 0}
     start = time.monotonic()
     truncated_left = int(sys.argv[1])
+    subscribed_at = None
 
     def now_ns():
         return clock.now().nanoseconds
@@ -77,7 +78,10 @@ PUBLISHER = textwrap.dedent(
         count["lidar"] += 1
         lidar_pts["intensity"][0] = count["lidar"]
         msg = make_pointcloud2(now_ns(), "lidar_top", lidar_pts)
-        if time.monotonic() - start > 2.0 and truncated_left > 0:
+        global subscribed_at
+        if subscribed_at is None and pubs["lidar"].get_subscription_count() > 0:
+            subscribed_at = time.monotonic()  # cut sweeps only once fusion_node listens: its start-up time varies
+        if subscribed_at is not None and time.monotonic() - subscribed_at > 2.0 and truncated_left > 0:
             truncated_left -= 1
             msg.data = bytes(msg.data)[: len(msg.data) // 2]  # a cut-off sweep
         pubs["lidar"].publish(msg)

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,8 @@ def estimate_sensor_velocity(directions: np.ndarray, v_r: np.ndarray, *, interva
 
     def residual(p: np.ndarray) -> np.ndarray:
         return fold(v + u[:, 0] * p[0] + u[:, 1] * p[1], interval)
+
+    from scipy.optimize import least_squares  # 0.4 s to import: paid by rigs without odometry only
 
     near = np.abs(residual(start)) <= 2.0 * cfg.inlier_mps
     if np.count_nonzero(near) >= 2:
