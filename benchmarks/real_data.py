@@ -102,21 +102,9 @@ def run_variant(bags: list[Path], variant: Variant, models: Path | None) -> tupl
 
 def score(frames: list, regions: dict, classes: tuple[str, ...]) -> dict:
     out: dict = {"frames": len(frames)}
+    per_frame = [regions[id(gt)] for gt, _ in frames]
     for th in THRESHOLDS:
-        merged = None
-        for gt, pred in frames:
-            s = score_real([(gt, pred)], classes, regions[id(gt)], score_threshold=th, ranges=RANGES)
-            if merged is None:
-                merged = s
-                continue
-            merged.frames += s.frames
-            for c, by in s.recall.items():
-                for r, v in by.items():
-                    merged.recall[c][r].found += v.found
-                    merged.recall[c][r].total += v.total
-            for c, n in s.false_positives.items():
-                merged.false_positives[c] = merged.false_positives.get(c, 0) + n
-        out[f"{th:g}"] = merged.as_dict() if merged else {}
+        out[f"{th:g}"] = score_real(frames, classes, per_frame, score_threshold=th, ranges=RANGES).as_dict()
     scored = [(in_region(gt, regions[id(gt)], 50.0), in_region(pred, regions[id(gt)], 55.0)) for gt, pred in frames]
     rep = evaluate(scored, EvalConfig(classes=classes, empty_class_ap=float("nan")))
     out["AP"] = {c: rep.class_ap(c) for c in classes if rep.n_gt.get(c)}

@@ -423,3 +423,23 @@ def test_network_plus_geometric_merges_both_and_attributes_to_the_sensors() -> N
 
 def _rig_classes() -> tuple[str, ...]:
     return tuple(_model()[0].classes)
+
+
+def test_doppler_ego_fit_runs_once_per_radar_scan_for_network_and_geometric() -> None:
+    """Without IMU/odometry the radar's ego velocity comes from each scan's Doppler; the network and the
+    geometric detector read the same scan, and the fit is made (and counted) once per scan."""
+    full = _rig()
+    motion = ("imu", "odometry")
+    rig = dataclasses.replace(full, sensors={n: s for n, s in full.sensors.items() if s.modality.value not in motion})
+    motion_topics = {s.topic for s in full.sensors.values() if s.modality.value in motion}
+    events = [e for e in _events("urban", 7, 2.0) if e[0] not in motion_topics]
+    cfg = BagEvalConfig(robustness=False, settings=EngineSettings())
+    model, backend = _model()
+    counts = {}
+    for detectors in (("network",), ("network", "geometric")):
+        pipe = FusionPipeline(rig, model, backend, PipelineConfig.from_manifest(model.raw, detectors=detectors))
+        run = evaluate_bag(iter(events), rig, pipe, cfg, name="t", start_ns=SIM_EPOCH_NS)
+        counts[detectors] = (run.counters.get("pipeline.radar_doppler_ego", 0)
+                             + run.counters.get("pipeline.radar_doppler_ego_failed", 0))
+    assert counts[("network",)] > 0
+    assert counts[("network", "geometric")] == counts[("network",)], counts

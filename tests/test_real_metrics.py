@@ -60,6 +60,23 @@ def test_threshold_and_one_detection_per_box():
     assert two.frames == 2 and two.recall["car"][30.0].total == 2 and two.fp_per_frame("car") == 0.5
 
 
+def test_one_region_per_frame():
+    """Frames pooled from two rigs: each is scored inside its own labelled region."""
+    gt, pred = _obs([(10, 0, 0, 1)]), _obs([(20, 5, 0, 0.9)])
+
+    def left(xyz: np.ndarray) -> np.ndarray:
+        return xyz[:, 1] > 0
+
+    def nowhere(xyz: np.ndarray) -> np.ndarray:
+        return np.zeros(len(xyz), bool)
+
+    s = score_real([(gt, pred), (gt, pred)], CLASSES, [left, nowhere], score_threshold=0.3)
+    # the false car at y = 5 counts in the first frame's region only; the car at y = 0 is in neither
+    assert s.false_positives["car"] == 1 and s.recall["car"][30.0].total == 0
+    with pytest.raises(ValueError, match="1 regions for 2 frames"):
+        score_real([(gt, pred), (gt, pred)], CLASSES, [left], score_threshold=0.3)
+
+
 def test_camera_view_is_the_front_cameras_image():
     rig = load_rig(ROOT / "config" / "rig_default.yaml")
     region = camera_view(rig)

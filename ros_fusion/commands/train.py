@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--p-no-prev-sweep", type=float, default=0.1, metavar="P",
                    help="probability a sample's previous LiDAR sweep is blanked, as at start-up or after a "
                         "dropped sweep")
+    p.add_argument("--p-mirror", type=float, default=0.0, metavar="P",
+                   help="probability a sample is mirrored left-right (y -> -y, exact on the rasters): "
+                        "augmentation for a small real dataset (0.5 for Astyx; default: off)")
     p.add_argument("--precise-bn", type=int, default=300, metavar="N",
                    help="after every epoch, re-estimate BatchNorm statistics over N training batches drawn "
                         "across shards (0: keep the running averages)")
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             return fail("train", f"--{name.replace('_', '-')} must be at least 1")
     if args.precise_bn < 0:
         return fail("train", "--precise-bn must be 0 or more batches")
-    for name in ("p_all", "p_no_prev_sweep"):
+    for name in ("p_all", "p_no_prev_sweep", "p_mirror"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             return fail("train", f"--{name.replace('_', '-')} must be a probability in [0, 1]")
     aux_single = tuple(m.strip() for m in (args.aux_single or "").split(",") if m.strip())
@@ -125,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     datasets = tuple(data) if isinstance(data, list) else (Path(data),)
     cfg = TrainConfig(data=datasets, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, p_all=args.p_all,
-                      p_no_prev_sweep=args.p_no_prev_sweep,
+                      p_no_prev_sweep=args.p_no_prev_sweep, p_mirror=args.p_mirror,
                       max_steps=args.max_steps, threads=args.threads, device=args.device,
                       precise_bn_batches=args.precise_bn, aux_single=aux_single, aux_weight=args.aux_weight,
                       init=args.init, train_only=train_only,

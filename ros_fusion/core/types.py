@@ -226,6 +226,21 @@ class Obstacles:
             np.zeros((0, 3), np.float32),
         )
 
+    @staticmethod
+    def concat(parts: list[Obstacles], stamp_ns: int, frame_id: str = "base_link") -> Obstacles:
+        """One set holding every box of `parts` (same frame and stamp assumed: the caller moved them there).
+
+        num_points is kept only when every part knows it.
+        """
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return Obstacles.empty(stamp_ns, frame_id)
+        npts = None if any(p.num_points is None for p in parts) else np.concatenate([p.num_points for p in parts])
+        return Obstacles(stamp_ns, parts[0].frame_id, np.concatenate([p.boxes for p in parts]),
+                         np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]),
+                         np.concatenate([p.weights for p in parts]), npts)
+
     def __len__(self) -> int:
         return len(self.boxes)
 

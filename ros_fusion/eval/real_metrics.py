@@ -120,12 +120,19 @@ def match_frame(gt: Obstacles, pred: Obstacles, classes: Sequence[str], region: 
         into.false_positives[name] = into.false_positives.get(name, 0) + int(np.count_nonzero(fp))
 
 
-def score_real(frames: Sequence[tuple[Obstacles, Obstacles]], classes: Sequence[str], region: Region, *,
-               score_threshold: float, ranges: Sequence[float] = (30.0, 50.0), match_m: float = 2.0) -> RealScore:
-    """Recall ≤ each range and false positives per frame (≤ the largest range) over (gt, pred) frames."""
+def score_real(frames: Sequence[tuple[Obstacles, Obstacles]], classes: Sequence[str],
+               region: Region | Sequence[Region], *, score_threshold: float, ranges: Sequence[float] = (30.0, 50.0),
+               match_m: float = 2.0) -> RealScore:
+    """Recall ≤ each range and false positives per frame (≤ the largest range) over (gt, pred) frames.
+
+    `region`: one for every frame, or one per frame (frames pooled from bags of different rigs).
+    """
+    regions = [region] * len(frames) if callable(region) else list(region)
+    if len(regions) != len(frames):
+        raise ValueError(f"{len(regions)} regions for {len(frames)} frames")
     out = RealScore(tuple(float(r) for r in ranges))
-    for gt, pred in frames:
-        match_frame(gt, pred, classes, region, score_threshold, ranges, match_m, out)
+    for (gt, pred), reg in zip(frames, regions, strict=True):
+        match_frame(gt, pred, classes, reg, score_threshold, ranges, match_m, out)
     return out
 
 

@@ -12,6 +12,8 @@ What the loop guarantees:
   so the masked fusion and the per-modality head are trained, not hoped for;
 - previous-sweep dropout: with probability `p_no_prev_sweep` a sample's older LiDAR
   sweep is blanked, as the runtime sends it after a gap or at start-up;
+- optional lateral mirror (`p_mirror`, `augment.mirror_lateral`): each sample is
+  flipped y → −y with that probability, exact on the rasters, for small real datasets;
 - optional single-modality auxiliary losses (`aux_single`, `aux_weight`): the shared
   head also runs on one modality's features alone, every step, on every sample that
   has that sensor — dropout alone gives camera-only ~9 % of the samples, too little
@@ -45,6 +47,7 @@ import numpy as np
 import torch
 
 from ..core import network_io as io
+from .augment import mirror_lateral
 from .losses import LossWeights, detection_loss
 from .network import PARTS, FusionNet, NetConfig, parameter_count
 
@@ -227,6 +230,7 @@ class TrainConfig:
     seed: int = 0
     p_all: float = 0.4  # probability a sample keeps all modalities
     p_no_prev_sweep: float = 0.1  # probability a sample's previous LiDAR sweep is blanked
+    p_mirror: float = 0.0  # probability a sample is mirrored y -> -y (augment.mirror_lateral)
     max_steps: int | None = None  # stop early (smoke runs, tests); shortens the schedule
     until_epoch: int | None = None  # pause after this epoch with the schedule still planned for `epochs`
     threads: int | None = None
@@ -585,6 +589,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
             for b in train_data.batches(cfg.batch_size, rng):
                 if step >= total:
                     break
+                b = mirror_lateral(b, rng, cfg.p_mirror)
                 b["present_data"] = b["present"]
                 b["present"] = dropout_presence(b["present"], rng, cfg.p_all)
                 b["lidar_bev"] = dropout_previous_sweep(b["lidar_bev"], rng, cfg.p_no_prev_sweep)

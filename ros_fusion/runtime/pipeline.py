@@ -360,6 +360,9 @@ class FusionPipeline:
         # The last few sweeps of each LiDAR (raw, by stamp): the sweep before a bundle's is the
         # network's second LiDAR sweep (`network_io.LIDAR_SWEEPS`), deskewed to the bundle's T.
         self._sweeps: dict[str, dict[int, PointCloud]] = {}
+        # The last Doppler ego fit per radar, keyed (stamp, detections): the network and the geometric
+        # detector both compensate the same scan, and the fit is the costly part (~15 ms).
+        self._doppler: dict[str, tuple[tuple[int, int], np.ndarray | None]] = {}
         # The node feeds IMU/odometry from its executor thread while a worker thread fuses: every
         # access to the pose history and the IMU buffer holds this lock (a few ms at most).
         self.lock = threading.RLock()
@@ -438,6 +441,7 @@ class FusionPipeline:
             self.ego.reset()
             self.imu.clear()
         self._sweeps.clear()
+        self._doppler.clear()
 
     # --- per bundle ---------------------------------------------------------------------
     def prepare(self, bundle: Bundle, usable_sensors: Iterable[str] | None = None) -> PreparedBundle:
@@ -606,8 +610,13 @@ class FusionPipeline:
     def _doppler_compensated(self, spec: SensorSpec, scan: PointCloud, v_r: np.ndarray,
                              fallback: np.ndarray) -> np.ndarray:
         """Without an ego-motion source: v_r over ground from the scan's own Doppler (`core.doppler_ego`),
-        or `fallback` (raw) when the scan has too few stationary detections to tell; both counted."""
+        or `fallback` (raw) when the scan has too few stationary detections to tell; both counted once per scan."""
+        key = (int(scan.stamp_ns), len(v_r))
+        cached = self._doppler.get(spec.name)
+        if cached is not None and cached[0] == key:
+            return fallback if cached[1] is None else cached[1]
         comp, est = compensate_with_doppler(scan.xyz(), v_r, spec.extrinsic, interval=spec.velocity_interval_mps)
+        self._doppler[spec.name] = (key, None if est is None else comp)
         if est is None:
             self.counters["radar_doppler_ego_failed"] += 1
             return fallback
@@ -793,7 +802,7 @@ class FusionPipeline:
                     has_rcs = m.payload.has("rcs")
                     parts.append(detect_radar(xyz, v, rcs if has_rcs else None, t_m, cfg, classes,
                                               origin=spec.extrinsic[:2, 3]))
-                return _concat(parts, t_m)
+                return Obstacles.concat(parts, t_m)
 
             obs = timer("geometric.radar", radar)
             coverage = self.pre.radar_input_coverage([spec.name for spec, _ in members])
@@ -803,15 +812,6 @@ class FusionPipeline:
         prep.cache[key] = (move_to_time(obs, pose, (prep.t_ns - t_m) / NS_PER_S, prep.t_ns), coverage)
         return prep.cache[key]
 
-
-def _concat(parts: list[Obstacles], stamp_ns: int) -> Obstacles:
-    if len(parts) == 1:
-        return parts[0]
-    if not parts:
-        return Obstacles.empty(stamp_ns)
-    return Obstacles(stamp_ns, parts[0].frame_id, np.concatenate([p.boxes for p in parts]),
-                     np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]),
-                     np.concatenate([p.weights for p in parts]))
 
 __all__ = [
     "DETECTORS", "MODES", "STRATEGIES", "parse_detectors", "FusionPipeline", "HeadOutput", "ModePolicy", "ModeSwitch",
