@@ -54,8 +54,9 @@ VARIANTS = (
     Variant("geometric", ("geometric",)),
     Variant("network + geometric", ("network", "geometric")),
 )
-ROBUSTNESS = tuple(Variant(f"network + geometric, no {m}", ("network", "geometric"), drop=m)
-                   for m in ("lidar", "radar", "camera"))
+DROPPED = ("lidar", "radar", "camera")
+ROBUSTNESS = tuple(Variant(f"network auto, no {m}", ("network",), drop=m) for m in DROPPED) + \
+    tuple(Variant(f"network + geometric, no {m}", ("network", "geometric"), drop=m) for m in DROPPED)
 
 
 def convert(kind: str, root: Path, out: Path, frames: str | None) -> list[Path]:
@@ -100,10 +101,20 @@ def run_variant(bags: list[Path], variant: Variant, models: Path | None) -> tupl
     return frames, regions, {k: float(np.median(v)) for k, v in timings.items()}
 
 
-def score(frames: list, regions: dict, classes: tuple[str, ...]) -> dict:
+def operating_threshold(models: Path | None) -> float | None:
+    """The bundle's published operating threshold (manifest `fusion.score_threshold`), if it has one."""
+    from ros_fusion.paths import share_dir
+    from ros_fusion.runtime.model_bundle import load_bundle
+
+    raw = load_bundle(models if models is not None else share_dir() / "models", verify=False).raw
+    op = (raw.get("fusion") or {}).get("score_threshold")
+    return None if op is None else float(op)
+
+
+def score(frames: list, regions: dict, classes: tuple[str, ...], thresholds: tuple[float, ...]) -> dict:
     out: dict = {"frames": len(frames)}
     per_frame = [regions[id(gt)] for gt, _ in frames]
-    for th in THRESHOLDS:
+    for th in thresholds:
         out[f"{th:g}"] = score_real(frames, classes, per_frame, score_threshold=th, ranges=RANGES).as_dict()
     scored = [(in_region(gt, regions[id(gt)], 50.0), in_region(pred, regions[id(gt)], 55.0)) for gt, pred in frames]
     rep = evaluate(scored, EvalConfig(classes=classes, empty_class_ap=float("nan")))
@@ -119,18 +130,19 @@ def _fmt_recall(d: dict, cls: str, r: float) -> str:
     return f"{v['found']}/{v['total']}"
 
 
-def markdown(dataset: str, results: dict[str, dict]) -> str:
+def markdown(dataset: str, results: dict[str, dict], thresholds: tuple[float, ...], op: float | None) -> str:
+    marked = " / ".join(f"{t:g}" + (" (the model's operating threshold)" if t == op else "") for t in thresholds)
     lines = [f"**{dataset}** ({next(iter(results.values()))['frames']} frames; recall and false cars per frame "
-             f"at score ≥ {' / '.join(f'{t:g}' for t in THRESHOLDS)}, inside the camera's view)", "",
+             f"at score ≥ {marked}, inside the camera's view)", "",
              "| detector | car ≤ 30 m | car ≤ 50 m | false cars / frame | pedestrian ≤ 30 m | car AP | pedestrian AP |",
              "|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         cells = []
         for cls, r in (("car", 30.0), ("car", 50.0)):
-            cells.append(" / ".join(_fmt_recall(res[f"{t:g}"], cls, r) for t in THRESHOLDS))
-        fp = [res[f"{t:g}"]["false_positives_per_frame"].get("car", 0.0) for t in THRESHOLDS]
+            cells.append(" / ".join(_fmt_recall(res[f"{t:g}"], cls, r) for t in thresholds))
+        fp = [res[f"{t:g}"]["false_positives_per_frame"].get("car", 0.0) for t in thresholds]
         cells.append(" / ".join(f"{v:.1f}" for v in fp))
-        cells.append(" / ".join(_fmt_recall(res[f"{t:g}"], "pedestrian", 30.0) for t in THRESHOLDS))
+        cells.append(" / ".join(_fmt_recall(res[f"{t:g}"], "pedestrian", 30.0) for t in thresholds))
         ap = res["AP"]
         cells += [f"{ap['car']:.2f}" if "car" in ap else "–", f"{ap['pedestrian']:.2f}" if "pedestrian" in ap else "–"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -170,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
     everything: dict = {}
     for name, bags, models, robust in datasets:
+        op = operating_threshold(models)
+        thresholds = tuple(sorted(set(THRESHOLDS) | ({op} if op is not None else set())))
         results: dict[str, dict] = {}
         for v in VARIANTS + (ROBUSTNESS if robust else ()):
             if wanted and v.name not in wanted:
@@ -178,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
             frames, regions, timings = run_variant(bags, v, models)
             from ros_fusion.core.types import DEFAULT_CLASSES
 
-            results[v.name] = score(frames, regions, DEFAULT_CLASSES)
+            results[v.name] = score(frames, regions, DEFAULT_CLASSES, thresholds)
             results[v.name]["median_ms"] = {k: round(t, 2) for k, t in timings.items()
                                             if k == "total" or k.startswith("geometric")}
             print(f"  {name}: {v.name} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        everything[name] = results
-        print(markdown(name, results))
+        everything[name] = {"operating_threshold": op, "rows": results}
+        print(markdown(name, results, thresholds, op))
         print()
     if args.json:
         args.json.write_text(json.dumps(everything, indent=1, default=float))

@@ -285,12 +285,12 @@ def test_shipped_param_file_loads_with_every_default() -> None:
 
 def test_changed_values_under_the_node_name_arrive(tmp_path: Path) -> None:
     path = _edited_param_file(tmp_path, "/**:\n", "fusion_node:\n")
-    text = path.read_text().replace("score_threshold: 0.1 ", "score_threshold: 0.25").replace(
+    text = path.read_text().replace("score_threshold: -1.0 ", "score_threshold: 0.25").replace(
         "strategy: auto ", "strategy: late ")
     path.write_text(text)
     p = _load_like_rcl(path)
     assert p.score_threshold == 0.25 and p.strategy == "late"
-    assert dataclasses.replace(p, score_threshold=0.1, strategy="auto") == FusionNodeParams()
+    assert dataclasses.replace(p, score_threshold=-1.0, strategy="auto") == FusionNodeParams()
 
 
 def test_wrong_type_in_param_file_names_the_parameter(tmp_path: Path) -> None:

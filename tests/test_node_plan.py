@@ -132,7 +132,7 @@ def test_shipped_config_gives_the_defaults():
 
 
 def test_params_file_is_relative_to_the_config_and_overrides_win(tmp_path):
-    text = PARAM_FILE.read_text().replace("/**:", "fusion_node:").replace("score_threshold: 0.1 ",
+    text = PARAM_FILE.read_text().replace("/**:", "fusion_node:").replace("score_threshold: -1.0 ",
                                                                          "score_threshold: 0.3 ")
     config = _config(tmp_path, {"parameters": {"strategy": "late", "max_age_s": 2.5}}, text)
     params = _fusion(LaunchArgs(config_file=str(config), backend="torch", use_sim_time=True)).parameters

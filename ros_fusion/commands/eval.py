@@ -192,36 +192,61 @@ def _evaluate_bags(args: argparse.Namespace, model: Any, backend: Any, overrides
 
 
 def run_fit_policy(args: argparse.Namespace) -> int:
-    """Two passes over validation bags: calibration, then the policy table from the robustness matrix."""
+    """Three passes over validation bags: calibration, the policy table from the robustness matrix, then the
+    operating threshold with both."""
     import yaml
 
     from ..bag.errors import BagError
     from ..console import make_console
     from ..core.rig import ConfigError
     from ..eval.bag_eval import BagEvalConfig, collect_metrics
-    from ..eval.policy_fit import fit_calibration, fusion_block, policy_from_matrix
+    from ..eval.policy_fit import (
+        MAX_FALSE_PER_FRAME,
+        fit_calibration,
+        fit_operating_threshold,
+        fusion_block,
+        policy_from_matrix,
+    )
+    from ..eval.real_metrics import camera_view
     from ..eval.report import render_console
     from ..runtime.backends import BackendUnavailable
 
     console = make_console(quiet=args.quiet)
     try:
         model, backend = load_model_and_backend(args.models, args.backend, args.threads)
-        console.print("pass 1/2: each modality's own detections → score calibration")
+        console.print("pass 1/3: each modality's own detections → score calibration")
         runs = [r for r, _, _ in _evaluate_bags(
             args, model, backend, {"calibration": {}, "policy": {}},
             {"robustness": False, "collect_single": True, "max_bundles": args.max_bundles}, console)]
         calibration = fit_calibration([x for r in runs for x in r.singles])
         console.print("calibration: " + ", ".join(f"{m} a={c.a:.3f} b={c.b:.3f}" for m, c in calibration.items()))
-        console.print("pass 2/2: robustness matrix with calibrated late fusion → policy table")
+        console.print("pass 2/3: robustness matrix with calibrated late fusion → policy table")
         runs = [r for r, _, _ in _evaluate_bags(
             args, model, backend, {"calibration": calibration, "policy": {}},
             {"robustness": True, "strategies": ("intermediate", "late"), "max_bundles": args.max_bundles}, console)]
+        metrics = collect_metrics(runs, BagEvalConfig(robustness=True))
+        policy = policy_from_matrix(metrics["robustness"])
+        console.print(f"pass 3/3: calibrated {policy or 'default'} policy → operating threshold "
+                      f"(≤ {MAX_FALSE_PER_FRAME:g} false detections per frame)")
+        done = _evaluate_bags(args, model, backend, {"calibration": calibration, "policy": policy},
+                              {"robustness": False, "max_bundles": args.max_bundles}, console)
+        frames, regions = [], []
+        for run_, rig, _ in done:
+            region = camera_view(rig)
+            for rec in run_.records:
+                if rec.gt is not None and rec.pred is not None:
+                    frames.append((rec.gt, rec.pred))
+                    regions.append(region)
+        threshold, reached = fit_operating_threshold(frames, regions, tuple(model.classes))
     except (ConfigError, BackendUnavailable, ValueError, BagError) as e:
         return fail("eval", str(e), EXIT_ERROR)
-    metrics = collect_metrics(runs, BagEvalConfig(robustness=True))
-    policy = policy_from_matrix(metrics["robustness"])
+    console.print(f"operating threshold {threshold:g}: {reached['false_per_frame']:.2f} false detections per frame"
+                  + ("" if reached["met"] else " (above the bound at every candidate)")
+                  + "; recall " + ", ".join(f"{c} ≤30 m {v['30']:.2f}" for c, v in reached["recall"].items()
+                                            if "30" in v))
     block = fusion_block(calibration, policy, {"bags": [b.name for b in args.bags],
-                                               "robustness_mAP": metrics["robustness"]["mAP"]})
+                                               "robustness_mAP": metrics["robustness"]["mAP"],
+                                               "operating_point": reached}, score_threshold=threshold)
     args.fit_policy.parent.mkdir(parents=True, exist_ok=True)
     args.fit_policy.write_text(yaml.safe_dump({"fusion": block}, sort_keys=False))
     for r in render_console({"robustness": metrics["robustness"]}):

@@ -13,6 +13,12 @@ on) in two passes:
    and late) is computed and each pattern's better strategy goes into the
    policy table (ties → intermediate: one forward pass is cheaper).
 
+3. With both, the operating threshold: the lowest score threshold (0.05 steps)
+   at which the false positives of every class, inside the labelled region
+   (`real_metrics.camera_view`) and within 50 m, stay at or below
+   `MAX_FALSE_PER_FRAME` per frame. It is published as ``score_threshold`` and
+   the node publishes from it by default.
+
 The result is the manifest's ``fusion:`` block (`PipelineConfig.from_manifest`).
 """
 
@@ -28,6 +34,12 @@ from ..core.types import Obstacles
 from ..runtime.pipeline import pattern_key
 from .detection_metrics import DIST_TH_TP
 from .network_eval import PATTERNS
+from .real_metrics import Region, score_real
+
+#: The operating point: at most this many false detections (all classes) per frame on the validation bags.
+MAX_FALSE_PER_FRAME = 1.0
+#: Candidate operating thresholds, lowest first.
+OPERATING_THRESHOLDS = tuple(round(0.1 + 0.05 * k, 2) for k in range(18))
 
 #: Fewer matched samples than this for a modality: keep the identity calibration (a fit would be noise).
 MIN_CALIBRATION_SAMPLES = 50
@@ -81,11 +93,35 @@ def policy_from_matrix(matrix: dict[str, Any], tie: float = 0.0) -> dict[str, st
     return table
 
 
-def fusion_block(calibration: dict[str, ScoreCalibration], policy: dict[str, str], provenance: dict[str, Any]
-                 ) -> dict[str, Any]:
+def fit_operating_threshold(frames: Sequence[tuple[Obstacles, Obstacles]], regions: Sequence[Region],
+                            classes: Sequence[str], max_false_per_frame: float = MAX_FALSE_PER_FRAME
+                            ) -> tuple[float, dict[str, Any]]:
+    """The lowest threshold of `OPERATING_THRESHOLDS` with ≤ `max_false_per_frame` false detections per frame.
+
+    Returns (threshold, what it reached on these frames: false positives per frame and recall per class
+    ≤ 30 m / 50 m). No candidate meets the bound: the highest one, and the report says so.
+    """
+    if not frames:
+        raise ValueError("no frames with ground truth to fit the operating threshold on")
+    for th in OPERATING_THRESHOLDS:
+        s = score_real(frames, classes, regions, score_threshold=th)
+        fp = sum(s.false_positives.values()) / s.frames
+        if fp <= max_false_per_frame or th == OPERATING_THRESHOLDS[-1]:
+            recall = {c: {f"{r:g}": round(v.recall, 4) for r, v in by.items() if v.total}
+                      for c, by in s.recall.items() if any(v.total for v in by.values())}
+            return th, {"false_per_frame": round(fp, 4), "max_false_per_frame": max_false_per_frame,
+                        "met": fp <= max_false_per_frame, "frames": s.frames, "recall": recall}
+    raise AssertionError("unreachable")
+
+
+def fusion_block(calibration: dict[str, ScoreCalibration], policy: dict[str, str], provenance: dict[str, Any],
+                 score_threshold: float | None = None) -> dict[str, Any]:
     """The manifest's ``fusion:`` mapping."""
-    return {
+    block: dict[str, Any] = {
         "policy": dict(sorted(policy.items())),
         "calibration": {m: c.to_dict() for m, c in sorted(calibration.items())},
-        "fitted_on": provenance,
     }
+    if score_threshold is not None:
+        block["score_threshold"] = float(score_threshold)
+    block["fitted_on"] = provenance
+    return block

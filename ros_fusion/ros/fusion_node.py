@@ -196,8 +196,9 @@ def load_pipeline(params: FusionNodeParams, rig: Rig, detectors: tuple[str, ...]
     from ..runtime.pipeline import FusionPipeline, PipelineConfig
 
     detectors = parse_detectors(params.detectors) if detectors is None else detectors
-    settings = {"strategy": params.strategy, "score_threshold": params.score_threshold,
-                "frame_id": params.output_frame, "detectors": detectors}
+    settings: dict[str, Any] = {"strategy": params.strategy, "frame_id": params.output_frame, "detectors": detectors}
+    if params.score_threshold >= 0.0:
+        settings["score_threshold"] = params.score_threshold
     if "network" not in detectors:
         if not _has_geometric_input(rig):
             raise ConfigError("detectors", f"the geometric detector needs a LiDAR or radar and rig '{rig.name}' has "
@@ -218,7 +219,10 @@ def load_pipeline(params: FusionNodeParams, rig: Rig, detectors: tuple[str, ...]
     except Exception as e:  # noqa: BLE001 - the package is there but refuses the model's files (opset, format)
         raise BundleError("models_dir", f"backend {params.backend} cannot load the model in {model.root}: "
                                         f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from None
-    return FusionPipeline(rig, model, backend, PipelineConfig.from_manifest(model.raw, **settings))
+    cfg = PipelineConfig.from_manifest(model.raw, **settings)
+    if params.score_threshold < 0.0 and cfg.operating_threshold is not None:
+        cfg.score_threshold = cfg.operating_threshold  # the model's published operating point
+    return FusionPipeline(rig, model, backend, cfg)
 
 
 def _has_geometric_input(rig: Rig) -> bool:

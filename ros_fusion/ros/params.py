@@ -116,7 +116,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("geometric_fallback", True, "when detectors include the network but no model in models_dir fits the "
               "rig (missing, refused, or failing on the rig's data): run the geometric detector alone, with one WARN "
               "line and a WARN in /diagnostics; false = fail configure instead"),
-    ParamSpec("score_threshold", 0.1, "lowest detection score published", 0.0, 0.99),
+    ParamSpec("score_threshold", -1.0, "lowest detection score published; -1 = the model's operating threshold "
+              "(manifest fusion.score_threshold, fitted on validation data), else 0.1", -1.0, 0.99),
     ParamSpec("inference_threads", 2, "onnxruntime intra-op threads", 1, 64),
     ParamSpec("pipelining", True, "rasterise + encode each LiDAR sweep on arrival, while its bundle still waits"),
     ParamSpec("output_frame", "base_link", "frame_id of published obstacles and markers",
@@ -168,7 +169,7 @@ class FusionNodeParams:
     strategy: str = "auto"
     detectors: str = "network"
     geometric_fallback: bool = True
-    score_threshold: float = 0.1
+    score_threshold: float = -1.0
     inference_threads: int = 2
     pipelining: bool = True
     output_frame: str = "base_link"

@@ -112,7 +112,11 @@ class PipelineConfig:
 
     strategy: str = "auto"
     policy: dict[str, str] = field(default_factory=dict)  # pattern_key → intermediate|late (auto only)
-    score_threshold: float = 0.1
+    score_threshold: float = 0.1  # lowest score decoded and passed on
+    #: The model's published operating point (manifest `fusion.score_threshold`, fitted on validation bags
+    #: by `eval --fit-policy`): where its recall and false positives per frame are measured. The node
+    #: publishes from it unless `score_threshold` is set; offline evaluation decodes lower for AP.
+    operating_threshold: float | None = None
     top_k: int = 100
     max_sync_age_ms: float = 150.0
     wbf: WbfConfig = field(default_factory=WbfConfig)
@@ -131,6 +135,8 @@ class PipelineConfig:
                 raise ConfigError(f"fusion.policy.{k}", f"{v!r} is not intermediate or late")
         if not 0.0 <= self.score_threshold < 1.0:
             raise ConfigError("score_threshold", f"{self.score_threshold} is outside [0, 1)")
+        if self.operating_threshold is not None and not 0.0 <= self.operating_threshold < 1.0:
+            raise ConfigError("fusion.score_threshold", f"{self.operating_threshold} is outside [0, 1)")
         if self.top_k < 1:
             raise ConfigError("top_k", f"{self.top_k} must be >= 1")
         if not self.max_sync_age_ms > 0:
@@ -141,7 +147,8 @@ class PipelineConfig:
 
     @staticmethod
     def from_manifest(raw: Mapping[str, Any] | None, **overrides: Any) -> PipelineConfig:
-        """Settings from the manifest's optional ``fusion:`` block (policy table, score calibration), then overrides."""
+        """Settings from the manifest's optional ``fusion:`` block (policy table, score calibration, operating
+        threshold), then overrides."""
         block = dict((raw or {}).get("fusion") or {})
         cfg = PipelineConfig()
         policy = block.get("policy") or {}
@@ -155,6 +162,11 @@ class PipelineConfig:
             cfg.calibration = {str(m): ScoreCalibration.from_dict(d) for m, d in cal.items()}
         except (TypeError, ValueError, KeyError) as e:
             raise ConfigError("fusion.calibration", str(e)) from None
+        op = block.get("score_threshold")
+        if op is not None:
+            if isinstance(op, bool) or not isinstance(op, (int, float)):
+                raise ConfigError("fusion.score_threshold", f"expected a number, got {op!r}")
+            cfg.operating_threshold = float(op)
         for k, v in overrides.items():
             if not hasattr(cfg, k):
                 raise ConfigError(k, "not a pipeline setting")
