@@ -35,6 +35,8 @@ setup(
         (f"share/{PACKAGE}/launch", files("launch/*.py")),
         (f"share/{PACKAGE}/config", files("config/*")),
         (f"share/{PACKAGE}/models", files("models/*")),
+        # one folder per rig-specific model bundle (models/<rig>/manifest.yaml + ONNX files)
+        *((f"share/{PACKAGE}/{d.rstrip('/')}", files(f"{d}*")) for d in sorted(glob("models/*/", root_dir=ROOT))),
     ],
     # Runtime libraries; exact pins for pip mode live in requirements.txt. rclpy and
     # the message packages come from ROS (apt) or the ros-kilted-* wheels.

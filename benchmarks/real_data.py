@@ -33,7 +33,8 @@ from ros_fusion.eval.real_metrics import camera_view, in_region, score_real  # n
 from ros_fusion.ros.bag_io import read_payloads  # noqa: E402
 from ros_fusion.runtime.pipeline import FusionPipeline, PipelineConfig  # noqa: E402
 
-SPLITS = {"test": "000400-000545", "train": "000000-000399"}
+#: The Astyx split: test is reported; val (the last 60 frames of train) is what models are chosen on.
+SPLITS = {"test": "000400-000545", "train": "000000-000399", "val": "000340-000399"}
 THRESHOLDS = (0.1, 0.3)
 RANGES = (30.0, 50.0)
 REPORT_CLASSES = ("car", "pedestrian")
@@ -157,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--astyx", type=Path, default=None,
                    help="Astyx HiRes2019 root with the whole set (test split scored)")
     p.add_argument("--astyx-split", choices=tuple(SPLITS), default="test",
-                   help="test (the report) or train (frames 000000-000399: for developing on, never reported as "
-                        "accuracy)")
+                   help="test (the report), train (frames 000000-000399) or val (000340-000399, where the "
+                        "shipped Astyx model was chosen): the last two for developing on, never reported as accuracy")
     p.add_argument("--astyx-every", type=int, default=1, metavar="N", help="score every N-th frame only")
     p.add_argument("--models", type=Path, default=None, help="model bundle for KITTI (default: the shipped one)")
     p.add_argument("--astyx-models", type=Path, default=None, help="model bundle for Astyx (default: --models)")

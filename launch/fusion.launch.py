@@ -1,4 +1,4 @@
-"""ros2 launch ros_fusion fusion.launch.py [config_file:=...] [rig_file:=...] [use_sim_time:=true]
+"""ros2 launch ros_fusion fusion.launch.py [config_file:=...] [rig_file:=...] [models_dir:=...] [use_sim_time:=true]
 [backend:=onnxruntime|tensorrt|torch] [log_level:=info] [discovery_range:=LOCALHOST|SUBNET]
 
 A real launch_ros file for full ROS 2 installs. The nodes come from

@@ -64,12 +64,22 @@ def test_user_dds_profile_is_respected():
         (LaunchArgs(discovery_range="MARS"), "discovery_range"),
         (LaunchArgs(rig_file="/nonexistent/rig.yaml"), "rig_file"),
         (LaunchArgs(config_file="/nonexistent/fusion.yaml"), "config_file"),
+        (LaunchArgs(models_dir="/nonexistent/models"), "models_dir"),
     ],
 )
 def test_bad_launch_arguments_name_the_key(args, key):
     with pytest.raises(ConfigError) as e:
         plan_nodes(args, base_env={})
     assert e.value.key == key
+
+
+def test_models_dir_launch_argument_reaches_the_fusion_node():
+    rig = ROOT / "config" / "rig_default.yaml"
+    (spec,) = [s for s in plan_nodes(LaunchArgs(rig_file=str(rig), models_dir=str(ROOT / "models")), base_env={})
+               if s.name == "fusion_node"]
+    assert spec.parameters["models_dir"] == str((ROOT / "models").resolve())
+    (spec,) = [s for s in plan_nodes(LaunchArgs(), base_env={}) if s.name == "fusion_node"]
+    assert spec.parameters["models_dir"] == ""  # the node's own default: the package's models/
 
 
 def test_bad_rig_fails_before_anything_starts(tmp_path):

@@ -113,6 +113,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                       help="bags for validation (checkpoint selection)")
     bags.add_argument("--test-bags", nargs="+", type=Path, default=[], metavar="BAG",
                       help="held-out test bags")
+    bags.add_argument("--yaw-copies", type=int, default=0, metavar="N",
+                      help="also write N copies of every training bag seen from a base_link turned about z by a "
+                           "random angle (exact: extrinsics and ground truth turn, the sensor data does not): "
+                           "augmentation for a small real dataset; not for rigs with odometry (default: 0)")
+    bags.add_argument("--yaw-max-deg", type=float, default=22.5, metavar="DEG",
+                      help="largest turn of --yaw-copies, uniform in +-DEG (default: 22.5)")
     p.add_argument("--stride", type=int, default=1, metavar="K",
                    help="keep every K-th LiDAR sweep / every K-th sample of a bag (consecutive sweeps are "
                         "near duplicates)")
@@ -151,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
             return fail("dataset", f"{', '.join(given)} only apply to simulated data; they cannot be combined "
                                    "with --train-bags/--val-bags/--test-bags")
         return run_from_bags(args, out)
+    if args.yaw_copies:
+        return fail("dataset", "--yaw-copies turns recorded training bags (--train-bags); the simulator draws "
+                               "new drives instead")
     for k, v in SIM_DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -250,7 +259,12 @@ def run_from_bags(args: argparse.Namespace, out: Path) -> int:
             return fail("dataset", f"{bag}: no {GROUND_TRUTH_TOPIC} messages: training needs annotated recordings "
                                    "(convert a dataset with `ros-fusion convert`, or simulate with ground truth)",
                         EXIT_ERROR)
-        expected += -(-info.count // args.stride)
+        expected += -(-info.count // args.stride) * (1 + (args.yaw_copies if bag in bags["train"] else 0))
+    if args.yaw_copies < 0 or not 0.0 < args.yaw_max_deg <= 180.0:
+        return fail("dataset", f"--yaw-copies must be >= 0 and --yaw-max-deg in (0, 180], got {args.yaw_copies}, "
+                               f"{args.yaw_max_deg:g}")
+    if args.yaw_copies and not bags["train"]:
+        return fail("dataset", "--yaw-copies turns training bags: give --train-bags")
 
     def rig_of(bag: Path) -> Rig:
         rig = read_rig(bag)
@@ -270,7 +284,8 @@ def run_from_bags(args: argparse.Namespace, out: Path) -> int:
     t0 = time.perf_counter()
     try:
         manifest = _with_progress(args.quiet, expected, lambda on_frame: bags_to_dataset(
-            out, bags, read, rig_of, stride=args.stride, progress=on_frame, overwrite=args.force))
+            out, bags, read, rig_of, stride=args.stride, progress=on_frame, overwrite=args.force,
+            yaw_copies=args.yaw_copies, yaw_max_deg=args.yaw_max_deg))
     except KeyboardInterrupt:
         return fail("dataset", f"interrupted; finished shards in {out} are kept (rerun to continue)",
                     EXIT_INTERRUPTED)

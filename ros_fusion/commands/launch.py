@@ -21,6 +21,7 @@ Arguments may also be given in ros2-launch style, e.g. `use_sim_time:=true`.
 examples:
   ros-fusion launch
   ros-fusion launch --rig-file my_car.yaml --discovery-range SUBNET
+  ros-fusion launch --rig-file config/rig_astyx_hires2019.yaml --models-dir models/astyx_hires2019
   ros-fusion launch use_sim_time:=true log_level:=debug
   ros-fusion launch --dry-run          # print the plan, start nothing
 """
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="NAME:=VALUE", help="launch arguments in ros2 launch syntax")
     p.add_argument("--config-file", default="", help="node configuration YAML (default: config/fusion.yaml)")
     p.add_argument("--rig-file", default="", help="sensor rig YAML (default: config/rig_default.yaml)")
+    p.add_argument("--models-dir", default="", help="model bundle folder for that rig (default: the package's models/)")
     p.add_argument("--use-sim-time", action="store_true", help="nodes follow /clock (replay with --clock)")
     p.add_argument(
         "--backend", default="onnxruntime", choices=BACKENDS, help="inference backend (default: %(default)s)"
@@ -59,6 +61,7 @@ def launch_args_from_cli(args: argparse.Namespace):
     values = {
         "config_file": args.config_file,
         "rig_file": args.rig_file,
+        "models_dir": args.models_dir,
         "use_sim_time": "true" if args.use_sim_time else "false",
         "backend": args.backend,
         "log_level": args.log_level,

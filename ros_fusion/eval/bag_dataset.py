@@ -60,6 +60,7 @@ from ..sim.dataset import (
     write_npz_deterministic,
 )
 from .bag_eval import GROUND_TRUTH_TOPIC, _Feeder, _gt_at, _nearest_gt
+from .rig_rotation import copy_angles, rotated_messages, rotated_rig
 
 Message = tuple[str, int, Any]
 ReadFn = Callable[[Path], Iterable[Message]]
@@ -329,8 +330,12 @@ def _bag_lists(bags: Mapping[str, Sequence[str | Path]]) -> list[tuple[str, Path
 
 def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]], read_fn: ReadFn,
                     rig_fn: RigFn, *, stride: int = 1, settings: EngineSettings | None = None,
-                    progress: ProgressFn | None = None, overwrite: bool = False) -> dict:
+                    progress: ProgressFn | None = None, overwrite: bool = False, yaw_copies: int = 0,
+                    yaw_max_deg: float = 22.5) -> dict:
     """Write one shard per bag (`sim/dataset.py` format) and `manifest.json`; return the manifest.
+
+    `yaw_copies`: also write that many copies of every *training* bag seen from a base_link turned by
+    an angle uniform in ±`yaw_max_deg` (`rig_rotation`; deterministic per bag), one shard each.
 
     `bags`: split → bag paths. `read_fn(bag)` yields its decoded messages, `rig_fn(bag)` its rig
     (raise for a bag without one). Every rig is read and checked for compatibility before any
@@ -347,10 +352,20 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
     shas = {bag: bag_sha256(bag) for _, bag in items}
     seeds = {bag: i for i, (_, bag) in enumerate(items)}
     check_splits({s: [seeds[b] for sp, b in items if sp == s] for s in SPLITS})
+    # (split, bag, yaw or None, shard stem, seed): the recordings, then their turned training copies
+    # (copies get seeds after the recordings': a seed names one shard)
+    jobs: list[tuple[str, Path, float | None, str, int]] = [(sp, b, None, b.stem, seeds[b]) for sp, b in items]
+    for sp, b in items:
+        if sp == "train" and yaw_copies:
+            for k, theta in enumerate(copy_angles(shas[b], yaw_copies, yaw_max_deg)):
+                rotated_rig(rigs[b], theta)  # refuses a rig with odometry before any shard is written
+                jobs.append((sp, b, theta, f"{b.stem}_yaw{k}", len(jobs)))
     _, cfg = config_hash(rigs[items[0][1]], 0.0, stride)
     cfg.pop("duration_s")
     cfg.update(source="bags", rig=[rigs[b].to_yaml() for _, b in items],
                bags=[[split, b.name, shas[b]] for split, b in items])
+    if yaw_copies:
+        cfg.update(yaw_copies=int(yaw_copies), yaw_max_deg=float(yaw_max_deg))
     chash = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
     out = Path(out_dir)
@@ -366,8 +381,8 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
             old = {s["file"]: s for s in prev.get("shards", []) if isinstance(s, dict) and "file" in s}
     shards = []
     done = 0
-    for split, bag in items:
-        seed, stem, rig = seeds[bag], bag.stem, rigs[bag]
+    for split, bag, theta, stem, seed in jobs:
+        rig = rigs[bag] if theta is None else rotated_rig(rigs[bag], theta)
         name = shard_name(split, stem, seed)
         path = out / name
         path.parent.mkdir(exist_ok=True)
@@ -379,7 +394,8 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
             continue
         stats = BagFrameStats()
         frames = []
-        for f in bag_frames(read_fn(bag), rig, stats=stats, settings=settings, stride=stride):
+        messages = read_fn(bag) if theta is None else rotated_messages(read_fn(bag), GROUND_TRUTH_TOPIC, theta)
+        for f in bag_frames(messages, rig, stats=stats, settings=settings, stride=stride):
             frames.append(_compact(f))
             done += 1
             if progress:
@@ -390,10 +406,12 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
                              "only annotated recordings make training data")
         meta = {"scenario": stem, "seed": seed, "split": split, "config_hash": chash, "stride": stride,
                 "rig": rig.name, "bag": bag.name, "bag_sha256": shas[bag], "source": "bag"}
-        write_npz_deterministic(path, frames_to_arrays(frames, meta))
+        turned = {} if theta is None else {"yaw_deg": round(float(np.rad2deg(theta)), 3)}
+        write_npz_deterministic(path, frames_to_arrays(frames, meta | turned))
         shards.append({"file": name, "split": split, "scenario": stem, "seed": seed, "frames": len(frames),
                        "sha256": sha256_file(path), "gt_boxes": int(sum(len(f.gt) for f in frames)),
-                       "bag": bag.name, "bag_sha256": shas[bag], "rig": rig.name, "stats": stats.to_dict()})
+                       "bag": bag.name, "bag_sha256": shas[bag], "rig": rig.name, **turned,
+                       "stats": stats.to_dict()})
     rig_names = list(dict.fromkeys(r.name for r in rigs.values()))
     return write_manifest(out, chash, shards, {
         "source": "bags",

@@ -38,6 +38,7 @@ class LaunchArgs:
 
     config_file: str = ""
     rig_file: str = ""
+    models_dir: str = ""
     use_sim_time: bool = False
     backend: str = "onnxruntime"
     log_level: str = "info"
@@ -49,6 +50,8 @@ class LaunchArgs:
         return {
             "config_file": ("", "node configuration YAML (default: share/ros_fusion/config/fusion.yaml)"),
             "rig_file": ("", "sensor rig YAML: topics, rates, extrinsics (default: config/rig_default.yaml)"),
+            "models_dir": ("", "model bundle folder for that rig, e.g. share/ros_fusion/models/astyx_hires2019 "
+                               "(default: the package's models/, or the node config's models_dir)"),
             "use_sim_time": ("false", "use /clock (true when replaying a bag with --clock)"),
             "backend": ("onnxruntime", f"inference backend: {', '.join(BACKENDS)}"),
             "log_level": ("info", f"ROS log level: {', '.join(LOG_LEVELS)}"),
@@ -70,6 +73,7 @@ class LaunchArgs:
         return LaunchArgs(
             config_file=str(values.get("config_file", "")),
             rig_file=str(values.get("rig_file", "")),
+            models_dir=str(values.get("models_dir", "")),
             use_sim_time=sim in ("true", "1", "yes"),
             backend=str(values.get("backend", "onnxruntime")),
             log_level=str(values.get("log_level", "info")).lower(),
@@ -194,6 +198,11 @@ def plan_nodes(args: LaunchArgs, base_env: Mapping[str, str] | None = None) -> l
         params = node_parameters(node, str(name), config_path)
         if "rig_file" in params and not params["rig_file"]:
             params["rig_file"] = str(rig_path.resolve())
+        if "models_dir" in params and args.models_dir:
+            if not (Path(args.models_dir) / "manifest.yaml").is_file():
+                raise ConfigError("models_dir", f"{args.models_dir} has no manifest.yaml (a model bundle folder "
+                                                "holds manifest.yaml and the ONNX files)")
+            params["models_dir"] = str(Path(args.models_dir).resolve())
         if "backend" in params:
             params["backend"] = args.backend
         params["use_sim_time"] = args.use_sim_time
