@@ -475,3 +475,22 @@ def test_default_model_runs_the_network_without_fallback(node: FusionNode) -> No
     values = node.fusion_values(set())
     assert values["detectors"] == "network" and "detector_fallback" not in values
     assert node.detector_fallback is None and node.engine.pipeline.model is not None
+
+
+def test_an_output_encoder_failing_in_the_warm_up_fails_configure(monkeypatch: pytest.MonkeyPatch,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """A broken install (an encoder that raises on clean detections) is one FATAL line, not a traceback."""
+    import ros_fusion.ros.fusion_node as fn
+
+    cloud, markers = fn._obstacle_encoders()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("no such field")
+
+    monkeypatch.setattr(fn, "_obstacle_encoders", lambda: (cloud, broken))
+    with _node_with("detectors:=geometric") as n:
+        assert n.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert n.config_error is not None and n.config_error.key == "ros_fusion.ros"
+    err = capfd.readouterr().err
+    assert any("[FATAL]" in ln and "output encoder failed" in ln for ln in err.splitlines()), err
+    assert "Traceback" not in err

@@ -307,10 +307,16 @@ def warm_start(pipeline: Any, streams: list[_Stream], obs_to_cloud: Callable[[Ob
         except Exception as e:  # noqa: BLE001 - a converter that fails on clean data is a broken install
             raise ConfigError("ros_fusion.ros", f"{st.topic}: decoder failed on a synthetic message: {e}") from None
     if report.obstacles is not None:
-        obs_to_cloud(report.obstacles)
-        obs_to_markers(report.obstacles, pipeline.classes, mode="intermediate")
-        if obs_to_detections is not None:
-            obs_to_detections(report.obstacles, pipeline.classes)
+        # the geometric detector alone always merges late: warm the markers' colours of the mode it runs
+        mode = "late" if "network" not in pipeline.config.detectors else "intermediate"
+        try:
+            obs_to_cloud(report.obstacles)
+            obs_to_markers(report.obstacles, pipeline.classes, mode=mode)
+            if obs_to_detections is not None:
+                obs_to_detections(report.obstacles, pipeline.classes)
+        except Exception as e:  # noqa: BLE001 - an output encoder failing on clean data is a broken install
+            raise ConfigError("ros_fusion.ros", f"output encoder failed on the warm-up detections: "
+                                                f"{type(e).__name__}: {e}") from None
     report.runs_ms["messages"] = [(time.perf_counter() - t0) * 1e3]
     report.total_ms += report.runs_ms["messages"][0]
     return report
