@@ -59,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--p-mirror", type=float, default=0.0, metavar="P",
                    help="probability a sample is mirrored left-right (y -> -y, exact on the rasters): "
                         "augmentation for a small real dataset (0.5 for Astyx; default: off)")
+    p.add_argument("--reg-spread", type=float, default=0.0, metavar="W",
+                   help="also train the box regression on the 8 cells around each object centre, with this loss "
+                        "weight (0.5 for a small real dataset): a heatmap peak one cell off still decodes the right "
+                        "box (default: 0, centre cells only)")
     p.add_argument("--precise-bn", type=int, default=300, metavar="N",
                    help="after every epoch, re-estimate BatchNorm statistics over N training batches drawn "
                         "across shards (0: keep the running averages)")
@@ -112,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             return fail("train", f"--{name.replace('_', '-')} must be at least 1")
+    if not 0.0 <= args.reg_spread <= 1.0:
+        return fail("train", f"--reg-spread must be a loss weight in [0, 1], got {args.reg_spread:g}")
     if args.precise_bn < 0:
         return fail("train", "--precise-bn must be 0 or more batches")
     for name in ("p_all", "p_no_prev_sweep", "p_mirror"):
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     datasets = tuple(data) if isinstance(data, list) else (Path(data),)
     cfg = TrainConfig(data=datasets, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, p_all=args.p_all,
-                      p_no_prev_sweep=args.p_no_prev_sweep, p_mirror=args.p_mirror,
+                      p_no_prev_sweep=args.p_no_prev_sweep, p_mirror=args.p_mirror, reg_spread=args.reg_spread,
                       max_steps=args.max_steps, threads=args.threads, device=args.device,
                       precise_bn_batches=args.precise_bn, aux_single=aux_single, aux_weight=args.aux_weight,
                       init=args.init, train_only=train_only,

@@ -14,6 +14,9 @@ What the loop guarantees:
   sweep is blanked, as the runtime sends it after a gap or at start-up;
 - optional lateral mirror (`p_mirror`, `augment.mirror_lateral`): each sample is
   flipped y → −y with that probability, exact on the rasters, for small real datasets;
+- optional regression on the 8 cells around each centre (`reg_spread`, weight of those
+  cells in the loss; `reg_spread.spread_regression`), so a peak one cell off still
+  decodes the right box;
 - optional single-modality auxiliary losses (`aux_single`, `aux_weight`): the shared
   head also runs on one modality's features alone, every step, on every sample that
   has that sensor — dropout alone gives camera-only ~9 % of the samples, too little
@@ -50,6 +53,7 @@ from ..core import network_io as io
 from .augment import mirror_lateral
 from .losses import LossWeights, detection_loss
 from .network import PARTS, FusionNet, NetConfig, parameter_count
+from .reg_spread import spread_regression
 
 #: Target arrays in a shard (per sample): heatmap K×64×64 in [0, 1], regression R×64×64, centre mask 64×64.
 TARGET_KEYS = ("heatmap_target", "reg_target", "reg_mask")
@@ -231,6 +235,7 @@ class TrainConfig:
     p_all: float = 0.4  # probability a sample keeps all modalities
     p_no_prev_sweep: float = 0.1  # probability a sample's previous LiDAR sweep is blanked
     p_mirror: float = 0.0  # probability a sample is mirrored y -> -y (augment.mirror_lateral)
+    reg_spread: float = 0.0  # loss weight of the 8 neighbours of each centre (reg_spread.spread_regression); 0: off
     max_steps: int | None = None  # stop early (smoke runs, tests); shortens the schedule
     until_epoch: int | None = None  # pause after this epoch with the schedule still planned for `epochs`
     threads: int | None = None
@@ -590,6 +595,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Any = print) -> dict[s
                 if step >= total:
                     break
                 b = mirror_lateral(b, rng, cfg.p_mirror)
+                b["reg_target"], b["reg_mask"] = spread_regression(b["reg_target"], b["reg_mask"], cfg.reg_spread)
                 b["present_data"] = b["present"]
                 b["present"] = dropout_presence(b["present"], rng, cfg.p_all)
                 b["lidar_bev"] = dropout_previous_sweep(b["lidar_bev"], rng, cfg.p_no_prev_sweep)
