@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=None, help="model bundle for KITTI (default: the shipped one)")
     p.add_argument("--astyx-models", type=Path, default=None, help="model bundle for Astyx (default: --models)")
     p.add_argument("--work", type=Path, default=REPO / "build" / "real_data", help="converted bags (cache)")
-    p.add_argument("--only", default="", help="comma list of detector rows to run (default: all)")
+    p.add_argument("--only", nargs="+", default=[], metavar="ROW",
+                   help="detector rows to run, e.g. 'network auto' 'network auto, no lidar' (default: all)")
     p.add_argument("--json", type=Path, default=None, help="write every number here")
     args = p.parse_args(argv)
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if not datasets:
         print("no data: neither --kitti nor --astyx exists", file=sys.stderr)
         return 2
-    wanted = {s.strip() for s in args.only.split(",") if s.strip()}
+    wanted = {s.strip() for s in args.only if s.strip()}
     everything: dict = {}
     for name, bags, models, robust in datasets:
         op = operating_threshold(models)
