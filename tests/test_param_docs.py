@@ -168,12 +168,12 @@ def test_check_passes_on_fresh_and_fails_on_stale(tmp_path: Path, capsys) -> Non
     root = _tmp_repo(tmp_path, readme)
     assert param_docs.main(["--check", "--root", str(root)]) == 0
     stale = root / "config" / "fusion.param.yaml"
-    stale.write_text(stale.read_text().replace("score_threshold: 0.1 ", "score_threshold: 0.2 "))
-    (root / "README.md").write_text(readme.replace("| `0.1` |", "| `0.2` |"))
+    stale.write_text(stale.read_text().replace("score_threshold: -1.0 ", "score_threshold: 0.2 "))
+    (root / "README.md").write_text(readme.replace("| `-1.0` |", "| `0.2` |"))
     assert param_docs.main(["--check", "--root", str(root)]) == 1
     out = capsys.readouterr()
     assert "fusion.param.yaml" in out.err and "README.md" in out.err and "--write" in out.err
-    assert "-    score_threshold: 0.2" in out.out and "+    score_threshold: 0.1" in out.out
+    assert "-    score_threshold: 0.2" in out.out and "+    score_threshold: -1.0" in out.out
     (root / "config" / "fusion.param.schema.json").unlink()
     assert param_docs.main(["--check", "--root", str(root)]) == 1
     assert "fusion.param.schema.json" in capsys.readouterr().err

@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-gate-context", action="store_true",
                    help="the purely local gate of models before v8: gates see each cell's features only, not each "
                         "modality's mean feature over its coverage")
+    p.add_argument("--until-epoch", type=int, default=None, metavar="N",
+                   help="stop after epoch N with the learning-rate schedule still planned for --epochs (continue "
+                        "later with --resume)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimiser steps")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for weights, shuffling and dropout")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -118,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             return fail("train", f"--{name.replace('_', '-')} must be at least 1")
     if not 0.0 <= args.reg_spread <= 1.0:
         return fail("train", f"--reg-spread must be a loss weight in [0, 1], got {args.reg_spread:g}")
+    if args.until_epoch is not None and not 1 <= args.until_epoch <= args.epochs:
+        return fail("train", f"--until-epoch must be in 1..--epochs ({args.epochs}), got {args.until_epoch}")
     if args.precise_bn < 0:
         return fail("train", "--precise-bn must be 0 or more batches")
     for name in ("p_all", "p_no_prev_sweep", "p_mirror"):
@@ -135,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data=datasets, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, p_all=args.p_all,
                       p_no_prev_sweep=args.p_no_prev_sweep, p_mirror=args.p_mirror, reg_spread=args.reg_spread,
-                      max_steps=args.max_steps, threads=args.threads, device=args.device,
+                      max_steps=args.max_steps, until_epoch=args.until_epoch, threads=args.threads, device=args.device,
                       precise_bn_batches=args.precise_bn, aux_single=aux_single, aux_weight=args.aux_weight,
                       init=args.init, train_only=train_only,
                       net=NetConfig(feat=args.feat, gate_context=0 if args.no_gate_context else 1),
