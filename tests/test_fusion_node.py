@@ -494,3 +494,22 @@ def test_an_output_encoder_failing_in_the_warm_up_fails_configure(monkeypatch: p
     err = capfd.readouterr().err
     assert any("[FATAL]" in ln and "output encoder failed" in ln for ln in err.splitlines()), err
     assert "Traceback" not in err
+
+
+def test_a_frame_id_the_rig_does_not_name_is_a_counted_warning(node: FusionNode) -> None:
+    """The rig's extrinsic is applied by topic; a header in another frame is used, counted and reported."""
+    st = _lidar_stream(node)
+    now = node.get_clock().now().nanoseconds
+    pts = np.zeros(100, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
+    pts["x"] = np.arange(100)
+    node.handle_message(st, make_pointcloud2(now - 30_000_000, "velodyne", pts))
+    h = node.health["lidar_top"]
+    assert h.received == 1 and dict(h.warned) == {"frame_id": 1}
+    diag = parse_diagnostic_array(health_to_diagnostic_array(node.health.snapshot(now), now))["ros_fusion/lidar_top"]
+    assert diag["level"] == Level.WARN and "'velodyne'" in diag["message"] and "sensors.lidar_top.frame_id" in \
+        diag["message"]
+    assert diag["values"]["warned.frame_id"] == 1
+    node.handle_message(st, _cloud(now - 20_000_000))  # the rig's own frame: the warning clears, the count stays
+    assert h.input_warning is None and dict(h.warned) == {"frame_id": 1}
+    node.handle_message(st, make_pointcloud2(now - 10_000_000, "", pts))  # unset frame_id: not judged
+    assert h.input_warning is None and h.received == 3

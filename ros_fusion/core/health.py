@@ -210,7 +210,7 @@ class SensorHealth:
         self._healthy_run = 0  # healthy messages in a row (hysteresis)
         self._degraded = False  # was STALE/MISSING/frozen after having data: hysteresis applies
         self.warned: Counter[str] = Counter()
-        self.input_warning: str | None = None
+        self._input_warnings: dict[str, str] = {}  # check → what the last message of that check contradicted
         # State changes with their times, so a reader polling every second (diagnostics) still
         # learns of a STALE that lasted less than a second.
         self.transitions: deque[tuple[int, SensorState]] = deque(maxlen=TRANSITIONS_KEPT)
@@ -221,7 +221,14 @@ class SensorHealth:
         (counted under `check`, kept as the sensor's warning until a message passes), None = it passed."""
         if problem is not None:
             self.warned[check] += 1
-        self.input_warning = problem
+            self._input_warnings[check] = problem
+        else:
+            self._input_warnings.pop(check, None)
+
+    @property
+    def input_warning(self) -> str | None:
+        """Every content check the last messages failed, joined (None: all passed)."""
+        return "; ".join(self._input_warnings.values()) or None
 
     def on_message(self, stamp_ns: int, recv_ns: int, digest: bytes | None = None) -> None:
         """An accepted message. `digest`: a cheap hash of the payload (None: not checked, e.g. empty data).

@@ -88,6 +88,15 @@ class StageStats:
                 for k, d in sorted(self.samples.items()) if d}
 
 
+def frame_id_mismatch(frame_id: str | None, spec: Any) -> str | None:
+    """Why a message's header.frame_id contradicts the rig's sensor, or None (an empty one is not judged:
+    some drivers leave it unset)."""
+    if not frame_id or frame_id.lstrip("/") == spec.frame_id.lstrip("/"):
+        return None
+    return (f"header.frame_id {frame_id!r} is not the rig's frame_id {spec.frame_id!r} for {spec.name}: the rig's "
+            f"extrinsic for {spec.topic} is applied anyway; fix the rig (sensors.{spec.name}.frame_id) or the driver")
+
+
 class FusionEngine:
     """See module docstring. `pipeline` may be None (sync + health only: no model configured)."""
 
@@ -130,6 +139,9 @@ class FusionEngine:
         health.on_message(obj.stamp_ns, now_ns, digest)
         spec = self.rig.sensors[sensor]
         modality = spec.modality
+        # The rig's extrinsic is applied by topic either way; a header naming another frame means the rig
+        # or the driver is wrong, so say so (WARN, counted under warned.frame_id) rather than guess.
+        health.on_input_check("frame_id", frame_id_mismatch(getattr(obj, "frame_id", None), spec))
         if modality is Modality.LIDAR:  # used either way (clipped); the rig may be wrong, so say so
             health.on_input_check("intensity_scale", intensity_scale_mismatch(obj, spec.intensity_max))
         if modality is Modality.IMU:
