@@ -500,7 +500,7 @@ def test_a_frame_id_the_rig_does_not_name_is_a_counted_warning(node: FusionNode)
     """The rig's extrinsic is applied by topic; a header in another frame is used, counted and reported."""
     st = _lidar_stream(node)
     now = node.get_clock().now().nanoseconds
-    pts = np.zeros(100, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
+    pts = np.zeros(100, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
     pts["x"] = np.arange(100)
     node.handle_message(st, make_pointcloud2(now - 30_000_000, "velodyne", pts))
     h = node.health["lidar_top"]
@@ -509,7 +509,23 @@ def test_a_frame_id_the_rig_does_not_name_is_a_counted_warning(node: FusionNode)
     assert diag["level"] == Level.WARN and "'velodyne'" in diag["message"] and "sensors.lidar_top.frame_id" in \
         diag["message"]
     assert diag["values"]["warned.frame_id"] == 1
-    node.handle_message(st, _cloud(now - 20_000_000))  # the rig's own frame: the warning clears, the count stays
+    node.handle_message(st, make_pointcloud2(now - 20_000_000, "lidar_top", pts))  # the rig's frame: cleared
     assert h.input_warning is None and dict(h.warned) == {"frame_id": 1}
     node.handle_message(st, make_pointcloud2(now - 10_000_000, "", pts))  # unset frame_id: not judged
     assert h.input_warning is None and h.received == 3
+
+
+def test_an_empty_sweep_and_a_cloud_without_intensity_are_counted_warnings(node: FusionNode) -> None:
+    st = _lidar_stream(node)
+    now = node.get_clock().now().nanoseconds
+    node.handle_message(st, _cloud(now - 30_000_000, n=0))
+    h = node.health["lidar_top"]
+    assert h.received == 1 and h.warned["empty"] == 1 and "empty sweep" in h.input_warning
+    node.handle_message(st, _cloud(now - 20_000_000))  # x y z only
+    assert h.warned["intensity_field"] == 1 and "no intensity field" in h.input_warning
+    assert "empty" not in h.input_warning  # points again: that warning cleared
+    pts = np.zeros(10, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
+    node.handle_message(st, make_pointcloud2(now - 10_000_000, "lidar_top", pts))
+    assert h.input_warning is None and h.received == 3
+    diag = parse_diagnostic_array(health_to_diagnostic_array(node.health.snapshot(now), now))["ros_fusion/lidar_top"]
+    assert diag["values"]["warned.empty"] == 1 and diag["values"]["warned.intensity_field"] == 1

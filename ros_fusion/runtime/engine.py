@@ -144,6 +144,11 @@ class FusionEngine:
         health.on_input_check("frame_id", frame_id_mismatch(getattr(obj, "frame_id", None), spec))
         if modality is Modality.LIDAR:  # used either way (clipped); the rig may be wrong, so say so
             health.on_input_check("intensity_scale", intensity_scale_mismatch(obj, spec.intensity_max))
+            health.on_input_check("empty", None if len(obj.points) else
+                                  "an empty sweep (no points): the LiDAR sees nothing or its driver sends nothing")
+            health.on_input_check("intensity_field", None if obj.has("intensity") or not len(obj.points) else
+                                  "the cloud has no intensity field: read as 0, the network sees every return "
+                                  "black; publish the driver's intensity")
         if modality is Modality.IMU:
             if self.pipeline is not None:
                 self.pipeline.add_imu(obj)  # bad samples are counted in ego.stats, never raised
