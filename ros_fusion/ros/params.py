@@ -141,7 +141,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("frozen_repeats", 3, "a sensor repeating an identical payload this many times in a row is frozen",
               1, 1000),
     ParamSpec("warm_up_rounds", 3, "fusion runs on synthetic data while configuring, before `active` (every stage "
-              "and output encoder once); 0 = none: the first real bundles then pay the first-run costs", 0, 20),
+              "and output encoder once); 0 = none: the first real bundles then pay the first-run costs, and a model "
+              "that cannot run on the rig's data is not found at configure (no geometric fallback)", 0, 20),
 )
 SPECS_BY_NAME: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
 
