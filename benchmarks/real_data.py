@@ -29,7 +29,7 @@ from ros_fusion.core.rig import load_rig  # noqa: E402
 from ros_fusion.core.types import Modality  # noqa: E402
 from ros_fusion.eval.bag_eval import BagEvalConfig, evaluate_bag, parse_drop  # noqa: E402
 from ros_fusion.eval.detection_metrics import EvalConfig, evaluate  # noqa: E402
-from ros_fusion.eval.real_metrics import camera_view, in_region, score_real  # noqa: E402
+from ros_fusion.eval.real_metrics import in_region, labelled_frames, score_real  # noqa: E402
 from ros_fusion.ros.bag_io import read_payloads  # noqa: E402
 from ros_fusion.runtime.pipeline import FusionPipeline, PipelineConfig  # noqa: E402
 
@@ -74,11 +74,11 @@ def convert(kind: str, root: Path, out: Path, frames: str | None) -> list[Path]:
     return sorted(out.glob("*.mcap"))
 
 
-def run_variant(bags: list[Path], variant: Variant, models: Path | None) -> tuple[list, dict, dict[str, float]]:
+def run_variant(bags: list[Path], variant: Variant, models: Path | None) -> tuple[list, list, dict[str, float]]:
     from ros_fusion.commands.eval import load_model_and_backend
 
     model, backend = load_model_and_backend(models, "onnxruntime", 2)
-    frames, regions, timings = [], {}, {}
+    frames, regions, timings = [], [], {}
     for bag in bags:
         rig = load_rig(bag.with_suffix(".rig.yaml"))
         cfg = PipelineConfig.from_manifest(model.raw, strategy=variant.strategy, detectors=variant.detectors)
@@ -90,11 +90,10 @@ def run_variant(bags: list[Path], variant: Variant, models: Path | None) -> tupl
                 drops = [parse_drop(",".join(names), rig)]
         run = evaluate_bag(read_payloads(bag), rig, pipeline, BagEvalConfig(robustness=False, drops=drops),
                            name=bag.name)
-        region = camera_view(rig)
+        f, r = labelled_frames(run.records, rig)
+        frames += f
+        regions += r
         for rec in run.records:
-            if rec.gt is not None and rec.pred is not None:
-                frames.append((rec.gt, rec.pred))
-                regions[id(rec.gt)] = region
             for k, v in rec.timings_ms.items():
                 timings.setdefault(k, []).append(v)
     import numpy as np
@@ -112,12 +111,12 @@ def operating_threshold(models: Path | None) -> float | None:
     return None if op is None else float(op)
 
 
-def score(frames: list, regions: dict, classes: tuple[str, ...], thresholds: tuple[float, ...]) -> dict:
+def score(frames: list, regions: list, classes: tuple[str, ...], thresholds: tuple[float, ...]) -> dict:
     out: dict = {"frames": len(frames)}
-    per_frame = [regions[id(gt)] for gt, _ in frames]
     for th in thresholds:
-        out[f"{th:g}"] = score_real(frames, classes, per_frame, score_threshold=th, ranges=RANGES).as_dict()
-    scored = [(in_region(gt, regions[id(gt)], 50.0), in_region(pred, regions[id(gt)], 55.0)) for gt, pred in frames]
+        out[f"{th:g}"] = score_real(frames, classes, regions, score_threshold=th, ranges=RANGES).as_dict()
+    scored = [(in_region(gt, reg, 50.0), in_region(pred, reg, 55.0)) for (gt, pred), reg in zip(frames, regions,
+                                                                                                  strict=True)]
     rep = evaluate(scored, EvalConfig(classes=classes, empty_class_ap=float("nan")))
     out["AP"] = {c: rep.class_ap(c) for c in classes if rep.n_gt.get(c)}
     out["n_gt"] = {c: n for c, n in rep.n_gt.items() if n}

@@ -207,7 +207,7 @@ def run_fit_policy(args: argparse.Namespace) -> int:
         fusion_block,
         policy_from_matrix,
     )
-    from ..eval.real_metrics import camera_view
+    from ..eval.real_metrics import labelled_frames
     from ..eval.report import render_console
     from ..runtime.backends import BackendUnavailable
 
@@ -232,11 +232,9 @@ def run_fit_policy(args: argparse.Namespace) -> int:
                               {"robustness": False, "max_bundles": args.max_bundles}, console)
         frames, regions = [], []
         for run_, rig, _ in done:
-            region = camera_view(rig)
-            for rec in run_.records:
-                if rec.gt is not None and rec.pred is not None:
-                    frames.append((rec.gt, rec.pred))
-                    regions.append(region)
+            f, r = labelled_frames(run_.records, rig)
+            frames += f
+            regions += r
         threshold, reached = fit_operating_threshold(frames, regions, tuple(model.classes))
     except (ConfigError, BackendUnavailable, ValueError, BagError) as e:
         return fail("eval", str(e), EXIT_ERROR)

@@ -352,14 +352,15 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
     shas = {bag: bag_sha256(bag) for _, bag in items}
     seeds = {bag: i for i, (_, bag) in enumerate(items)}
     check_splits({s: [seeds[b] for sp, b in items if sp == s] for s in SPLITS})
-    # (split, bag, yaw or None, shard stem, seed): the recordings, then their turned training copies
-    # (copies get seeds after the recordings': a seed names one shard)
-    jobs: list[tuple[str, Path, float | None, str, int]] = [(sp, b, None, b.stem, seeds[b]) for sp, b in items]
+    # (split, bag, rig, yaw or None, shard stem, seed): the recordings, then their turned training copies (rigs
+    # turned here, so a rig with odometry is refused before any shard is written; copies get seeds after the
+    # recordings': a seed names one shard)
+    jobs: list[tuple[str, Path, Rig, float | None, str, int]] = [(sp, b, rigs[b], None, b.stem, seeds[b])
+                                                                for sp, b in items]
     for sp, b in items:
         if sp == "train" and yaw_copies:
             for k, theta in enumerate(copy_angles(shas[b], yaw_copies, yaw_max_deg)):
-                rotated_rig(rigs[b], theta)  # refuses a rig with odometry before any shard is written
-                jobs.append((sp, b, theta, f"{b.stem}_yaw{k}", len(jobs)))
+                jobs.append((sp, b, rotated_rig(rigs[b], theta), theta, f"{b.stem}_yaw{k}", len(jobs)))
     _, cfg = config_hash(rigs[items[0][1]], 0.0, stride)
     cfg.pop("duration_s")
     cfg.update(source="bags", rig=[rigs[b].to_yaml() for _, b in items],
@@ -381,8 +382,7 @@ def bags_to_dataset(out_dir: str | Path, bags: Mapping[str, Sequence[str | Path]
             old = {s["file"]: s for s in prev.get("shards", []) if isinstance(s, dict) and "file" in s}
     shards = []
     done = 0
-    for split, bag, theta, stem, seed in jobs:
-        rig = rigs[bag] if theta is None else rotated_rig(rigs[bag], theta)
+    for split, bag, rig, theta, stem, seed in jobs:
         name = shard_name(split, stem, seed)
         path = out / name
         path.parent.mkdir(exist_ok=True)

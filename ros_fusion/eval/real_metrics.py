@@ -13,8 +13,9 @@ score order, each matched to the nearest unmatched ground-truth box of its class
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -134,6 +135,13 @@ def score_real(frames: Sequence[tuple[Obstacles, Obstacles]], classes: Sequence[
     for (gt, pred), reg in zip(frames, regions, strict=True):
         match_frame(gt, pred, classes, reg, score_threshold, ranges, match_m, out)
     return out
+
+
+def labelled_frames(records: Iterable[Any], rig: Rig) -> tuple[list[tuple[Obstacles, Obstacles]], list[Region]]:
+    """The (gt, pred) frames of one bag's evaluated records that have both, each with the rig's labelled region."""
+    region = camera_view(rig)
+    frames = [(r.gt, r.pred) for r in records if r.gt is not None and r.pred is not None]
+    return frames, [region] * len(frames)
 
 
 def in_region(obs: Obstacles, region: Region, max_range: float) -> Obstacles:
