@@ -354,6 +354,10 @@ def test_startup_latency_splits_at_the_window() -> None:
     line = describe_startup(st | {"frames_without_output_first": 2})
     assert f"(ratio {st['p99_ratio']:.2f})" in line and "frames without output 2" in line
     assert "not a comparison" not in line
+    # the window's slowest outputs, in drive order: the outlier at 0.3 s and two of the 200 ms ones
+    assert len(st["slowest_first"]) == 3 and [0.3, 400.0] in st["slowest_first"]
+    assert all(v == 200.0 for t_s, v in st["slowest_first"] if t_s != 0.3)
+    assert "slowest at" in line and "0.3 s (400 ms)" in line
 
 
 def test_startup_latency_without_one_side_has_no_ratio() -> None:
@@ -362,6 +366,7 @@ def test_startup_latency_without_one_side_has_no_ratio() -> None:
     assert "ratio -" in describe_startup(only_first)
     only_rest = startup_latency([6.0, 7.0], [50.0, 60.0])
     assert only_rest["p99_first_ms"] is None and only_rest["max_first_ms"] is None and only_rest["p99_ratio"] is None
+    assert only_rest["slowest_first"] == [] and "slowest at" not in describe_startup(only_rest)
     with pytest.raises(ValueError, match="2 times for 3 latencies"):
         startup_latency([0.0, 1.0], [1.0, 2.0, 3.0])
 

@@ -198,6 +198,8 @@ def latency_stats(samples: Sequence[Mapping[str, float]]) -> dict[str, dict[str,
 
 #: Seconds of drive at the start of a live run whose latency is compared with the rest (warm start).
 STARTUP_WINDOW_S = 5.0
+#: Slowest outputs of the start-up window listed (drive time, latency) in the report.
+STARTUP_WORST = 3
 
 
 def startup_latency(times_s: Sequence[float], latencies_ms: Sequence[float],
@@ -219,10 +221,14 @@ def startup_latency(times_s: Sequence[float], latencies_ms: Sequence[float],
         return float(np.percentile(a, 99)) if a.size else None
 
     p_first, p_rest = p99(first), p99(rest)
+    # Where the window's worst outputs fall tells a lazy first use (one spike) from load (a slow stretch).
+    in_first = np.flatnonzero(t < window_s)
+    worst = in_first[np.argsort(lat[in_first])[::-1][:STARTUP_WORST]]
     return {"window_s": float(window_s), "n_first": int(first.size), "n_rest": int(rest.size),
             "p99_first_ms": p_first, "p99_rest_ms": p_rest,
             "max_first_ms": float(first.max()) if first.size else None,
-            "p99_ratio": (p_first / p_rest) if p_first is not None and p_rest else None}
+            "p99_ratio": (p_first / p_rest) if p_first is not None and p_rest else None,
+            "slowest_first": [[round(float(t[i]), 2), round(float(lat[i]), 1)] for i in sorted(worst)]}
 
 
 def describe_startup(st: Mapping[str, Any]) -> str:
@@ -237,7 +243,9 @@ def describe_startup(st: Mapping[str, Any]) -> str:
              if isinstance(n_first, int) and isinstance(n_rest, int) and 0 < n_rest < n_first else "")
     return (f"start-up (first {st.get('window_s', STARTUP_WINDOW_S):g} s of drive): p99 {ms(st.get('p99_first_ms'))} "
             f"vs {ms(st.get('p99_rest_ms'))} after (ratio {'-' if ratio is None else f'{ratio:.2f}'}{short}), "
-            f"max {ms(st.get('max_first_ms'))}, frames without output {st.get('frames_without_output_first', '-')}")
+            f"max {ms(st.get('max_first_ms'))}, frames without output {st.get('frames_without_output_first', '-')}"
+            + (f"; slowest at {', '.join(f'{t:g} s ({v:.0f} ms)' for t, v in st['slowest_first'])}"
+               if st.get("slowest_first") else ""))
 
 
 # ----------------------------------------------------------------------------- JSON
