@@ -160,6 +160,26 @@ ASTYX_FALLBACK_REF_HEIGHT_M = 1.6
 UNKNOWN_RCS_DBSM = 0.0
 #: Image size written to the rig when no image of a bag decodes (the Astyx front camera's).
 ASTYX_IMAGE_SIZE = (2048, 618)
+#: Simulator parameters written into the rig's `model` blocks, so `ros-fusion simulate` can drive this rig
+#: (pre-training on simulated drives of the real sensor set, docs/train_own_data.md). The pipeline never
+#: reads them. LiDAR: Velodyne VLP-16 datasheet 63-9229 and user manual 63-9243 (16 lasers, +15 to -15 deg
+#: in 2 deg steps, 0.2 deg azimuth steps at 10 Hz, range to 100 m, +-3 cm, reflectivity 0-100 for diffuse
+#: targets). Radar: the Astyx 6455 HiRes as its dataset's training frames 000000-000339 show it (no public
+#: datasheet; field of view and range from the 1st/99th percentiles of its detections, resolution cells of
+#: 0.5 x 2 deg so that a car gets ~50 detections at 10-20 m, ~30 at 20-30 m, ~14 at 30-50 m and ~8 at 50-80 m,
+#: as measured there;
+#: `sim.imaging_radar`).
+ASTYX_SIM_MODELS: dict[str, dict[str, Any]] = {
+    "lidar_top": {"beams": 16, "vertical_fov_deg": [-15.0, 15.0], "azimuth_resolution_deg": 0.2,
+                  "min_range_m": 1.0, "max_range_m": 100.0, "range_noise_m": 0.03, "dropout": 0.03,
+                  "reflectivity_full_scale": 100.0},
+    "radar_front": {"fov_deg": 120.0, "elevation_fov_deg": 28.0, "azimuth_resolution_deg": 0.5,
+                    "elevation_resolution_deg": 2.0, "elevation_beamwidth_deg": 20.0, "min_range_m": 1.0,
+                    "max_range_m": 100.0, "reference_range_m": 80.0, "detection_probability": 0.8,
+                    "false_alarm_probability": 1e-4, "road_rcs_dbsm": -40.0, "range_noise_m": 0.1,
+                    "azimuth_noise_deg": 0.3, "elevation_noise_deg": 0.5, "doppler_noise_mps": 0.08,
+                    "report_rcs": False},
+}
 
 LIDAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4"), ("ring", "<u2"),
                         ("t", "<f4")])
@@ -698,12 +718,12 @@ def _group_drive(drive_name: str, g: FrameGroup, classes: Sequence[str], ref_hei
         "lidar_top": {
             "modality": "lidar", "topic": LIDAR_TOPIC, "frame_id": "lidar_top", "rate_hz": 10.0,
             "intensity_max": ASTYX_LIDAR_INTENSITY_MAX,
-            "extrinsics": extrinsics_entry(base_from_lidar),
+            "extrinsics": extrinsics_entry(base_from_lidar), "model": dict(ASTYX_SIM_MODELS["lidar_top"]),
         },
         "radar_front": {
             "modality": "radar", "topic": RADAR_TOPIC, "frame_id": "radar_front", "rate_hz": 10.0,
             "velocity_interval_mps": round(ASTYX_RADAR_VELOCITY_INTERVAL_MPS, 4),
-            "extrinsics": extrinsics_entry(base_from_radar),
+            "extrinsics": extrinsics_entry(base_from_radar), "model": dict(ASTYX_SIM_MODELS["radar_front"]),
         },
         "camera_front": {
             "modality": "camera", "topic": CAMERA_TOPIC, "info_topic": CAMERA_INFO_TOPIC,

@@ -14,6 +14,9 @@ estimator is evaluated separately, so training data is not tied to its errors):
 - radar: points moved from base_link at the scan time to base_link at T, Doppler
   compensated with the sensor's true velocity (v_comp = v_r + v_sensor·û);
 - camera: pose of base_link at capture relative to base_link at T.
+A rig without IMU and odometry gets what its runtime has: no ego-motion (`StaticMotion`, no deskew)
+and radar Doppler compensated from each scan's own stationary detections (`core.doppler_ego`, folded
+into the rig's `velocity_interval_mps`); a `still_frames` rig gets no previous sweep.
 If the rig publishes the camera as JPEG, images take the same JPEG round trip
 (quality 90, as the bag writer) so training sees the artefacts the runtime sees.
 
@@ -44,7 +47,8 @@ from ..core import network_io as nio
 from ..core.bev import normalised_intensity, tune_allocator
 from ..core.camera_lift import normalise_image, resize_image
 from ..core.centerhead import Targets, encode_obstacles
-from ..core.compensation import compensate_radar, deskew_lidar
+from ..core.compensation import StaticMotion, compensate_radar, deskew_lidar
+from ..core.doppler_ego import compensate_with_doppler
 from ..core.files import sha256_file
 from ..core.preprocess import CameraFrame, Preprocessor, SensorFrame, is_previous_sweep
 from ..core.rig import Rig, SensorSpec
@@ -127,6 +131,7 @@ class DriveSamples:
         self.lidar: SensorSpec = lidars[0]
         self.cameras = [rig.sensors[n] for n in self.pre.camera_names]
         self.radars = rig.of(Modality.RADAR)
+        self.has_ego_motion = bool(rig.of(Modality.IMU) or rig.of(Modality.ODOMETRY))
         self.stride = int(stride)
         self.sync = {c.name: c for c in stream_configs_from_rig(rig)}
         self.jpeg = {c.name: (c.topic.endswith("/compressed") if jpeg is None else jpeg) for c in self.cameras}
@@ -158,7 +163,7 @@ class DriveSamples:
                 gts[ev.stamp_ns] = ev.payload
             elif ev.sensor == self.lidar.name:
                 if sweep % self.stride == 0:
-                    prev = (last_cloud if last_cloud is not None
+                    prev = (last_cloud if last_cloud is not None and not self.rig.still_frames
                             and is_previous_sweep(last_cloud.stamp_ns, ev.payload.stamp_ns, period_s) else None)
                     pending.append(_Pending(ev.payload, prev))
                 last_cloud = ev.payload  # every sweep, also those the stride skips: it is the next one's previous
@@ -177,7 +182,9 @@ class DriveSamples:
     def _frame(self, cloud: PointCloud, prev: PointCloud | None, gt: Obstacles, cams: dict, radars: dict,
                imu: deque, ego: EgoTrajectory) -> DatasetFrame:
         T = cloud.stamp_ns
-        motion = TrueMotion(ego)
+        # As the runtime: without an IMU or odometry it has no ego-motion (no deskew, radar compensated
+        # from the scan's own Doppler); with one it has an estimate, for which the truth stands in here.
+        motion = TrueMotion(ego) if self.has_ego_motion else StaticMotion()
         xyz = deskew_lidar(cloud.xyz(), _point_times_ns(cloud), T, motion, self.lidar.extrinsic)
         prev_xyz = (None if prev is None else
                     deskew_lidar(prev.xyz(), _point_times_ns(prev), T, motion, self.lidar.extrinsic))
@@ -185,8 +192,11 @@ class DriveSamples:
         for spec in self.radars:
             scan = _matched(radars[spec.name], T, self.sync[spec.name])
             if scan is not None:
-                a, c = compensate_radar(scan.xyz(), np.asarray(scan.points["v_r"]), scan.stamp_ns, T, motion,
-                                        spec.extrinsic)
+                v_r = np.asarray(scan.points["v_r"], np.float64)
+                a, c = compensate_radar(scan.xyz(), v_r, scan.stamp_ns, T, motion, spec.extrinsic)
+                if not self.has_ego_motion:
+                    c = compensate_with_doppler(scan.xyz(), v_r, spec.extrinsic,
+                                                interval=spec.velocity_interval_mps)[0]
                 r_xyz.append(a)
                 r_rcs.append(np.asarray(scan.points["rcs"], np.float64))
                 r_v.append(c)

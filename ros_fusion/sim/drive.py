@@ -26,6 +26,7 @@ from .camera import camera_info, render_camera
 from .events import GROUND_TRUTH_TOPIC, SIM_EPOCH_NS, Payload, SensorEvent
 from .faults import FaultSpec, parse_fault, scripted_faults
 from .ground_truth import ground_truth
+from .imaging_radar import imaging_radar_scan, is_imaging_radar
 from .inertial import ImuModel, WheelOdometry
 from .lidar import lidar_sweep
 from .radar import radar_scan
@@ -138,7 +139,8 @@ class DriveSimulator:
             return out
         if spec.modality == Modality.RADAR:
             self._returns[spec.name] = counts = np.zeros(len(w.actors), np.int64)
-            return [(spec.topic, radar_scan(w, spec, t_s, rng, k, stamp_ns, counts))]
+            scan = imaging_radar_scan if is_imaging_radar(spec) else radar_scan
+            return [(spec.topic, scan(w, spec, t_s, rng, k, stamp_ns, counts))]
         if spec.modality == Modality.IMU:
             return [(spec.topic, self._imu[spec.name].sample(w.ego, t_s, k, stamp_ns))]
         if spec.modality == Modality.ODOMETRY:

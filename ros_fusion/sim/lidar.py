@@ -45,6 +45,10 @@ class LidarModel:
     range_noise: float
     dropout: float
     clockwise: bool
+    #: Intensity reported for a 100 % diffuse reflector at normal incidence: 255 for a driver that spans
+    #: its byte with diffuse targets, 100 for Velodyne's calibrated reflectivity (VLP-16 user manual
+    #: 63-9243: 0-100 diffuse reflectance in %, 101-255 retroreflectors).
+    reflectivity_full_scale: float = 255.0
 
     @staticmethod
     def from_spec(spec: SensorSpec) -> LidarModel:
@@ -53,7 +57,8 @@ class LidarModel:
         return LidarModel(int(m.get("beams", 32)), (float(v[0]), float(v[1])),
                           float(m.get("azimuth_resolution_deg", 0.4)), float(m.get("min_range_m", 1.0)),
                           float(m.get("max_range_m", 100.0)), float(m.get("range_noise_m", 0.02)),
-                          float(m.get("dropout", 0.03)), bool(m.get("clockwise", True)))
+                          float(m.get("dropout", 0.03)), bool(m.get("clockwise", True)),
+                          float(m.get("reflectivity_full_scale", 255.0)))
 
     @property
     def columns(self) -> int:
@@ -121,8 +126,8 @@ def lidar_sweep(world: World, spec: SensorSpec, t_end: float, rng: np.random.Gen
     ring = np.tile(np.arange(nb, dtype=np.uint16), ncol)
     tt = np.repeat(t_col - t_end, nb)
     d_sf = d_s.reshape(-1, 3)
-    # Intensity: calibrated-reflectivity style 0..255 from ρ·cosθ, 2 % multiplicative noise.
-    inten = np.clip(255.0 * rho * cos_inc * (1 + 0.02 * rng.normal(size=len(r))), 0, 255)
+    # Intensity: calibrated-reflectivity style from ρ·cosθ on the sensor's scale, 2 % multiplicative noise.
+    inten = np.clip(m.reflectivity_full_scale * rho * cos_inc * (1 + 0.02 * rng.normal(size=len(r))), 0, 255)
     if sc.rain_mm_h > 0:
         inten = inten * np.exp(-2 * 3.0e-3 * np.nan_to_num(r, posinf=0.0))
         # Backscatter returns from raindrops 1-4 m from the sensor, a few per sweep per beam set.
