@@ -58,3 +58,20 @@ def test_demo_runs_the_node_graph_and_reports_every_sensor(tmp_path):
     # a second run reuses the cached bag
     r2 = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert r2.returncode == 0 and "reusing" in r2.stdout, r2.stdout + r2.stderr
+
+
+@pytest.mark.live
+def test_demo_names_the_node_that_died_and_why(tmp_path):
+    # No model and no geometric fallback: fusion_node refuses to configure; the demo must say which node
+    # died and show its last log lines (the reason), not just "see its log" (the log dir may be gone).
+    env = {k: v for k, v in os.environ.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
+    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "ros_fusion.cli", "demo", "--duration", "1", "--cache-dir", str(tmp_path),
+           "--domain-id", "67", "--node-param", f"models_dir={tmp_path / 'no_model_here'}",
+           "--node-param", "geometric_fallback=false"]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "fusion_node exited with code" in out and "its last lines:" in out, out
+    tail = out.split("its last lines:")[1]
+    assert "no_model_here" in tail and "[fusion_node] [FATAL]" in tail, out  # the node's own line, as logged

@@ -348,7 +348,9 @@ def _demo(args: argparse.Namespace, console: Any) -> int:
         console.print(f"starting node graph: {', '.join(live.node_names)} (logs: {log_dir / 'demo_nodes.log'})")
         err = live.start(args.startup_timeout)
         if err:
-            console.print(f"[red]{err}[/red]")
+            from rich.markup import escape
+
+            console.print(f"[red]{escape(err)}[/red]")  # node log lines hold [brackets] rich would eat
             return 1
         warm = f" (warm-up {float(live.warm_up_ms):.0f} ms: every stage ran once)" if live.warm_up_ms else ""
         console.print(f"fusion_node is active{warm}; replaying the drive in real time")

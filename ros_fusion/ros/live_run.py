@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ from typing import Any
 from .monitor import RunMonitor
 from .node_plan import LaunchArgs, plan_nodes
 from .supervisor import Supervisor
+
+#: Node log lines kept to show when a node dies during start-up (the cause is usually in the last few).
+TAIL_LINES = 12
 
 
 @dataclass
@@ -47,8 +51,10 @@ class LiveRun:
         self.monitor = RunMonitor("ros_fusion_live", on_ground_truth=self.on_ground_truth,
                                   record_outputs="fusion_node" if self.record_outputs else None)
         self.replay: subprocess.Popen | None = None
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def _line(self, line: str) -> None:
+        self._tail.append(line)
         if self._log is not None:
             self._log.write(line + "\n")
             self._log.flush()
@@ -82,8 +88,12 @@ class LiveRun:
 
         while not ready() and time.monotonic() < deadline:
             self.monitor.spin_once(0.1)
-            if any(rc is not None for rc in self.sup.returncodes.values()):
-                return "a node exited during start-up; see its log"
+            exited = {n: rc for n, rc in self.sup.returncodes.items() if rc is not None}
+            if exited:
+                where = f" (log: {self.log_path})" if self.log_path is not None else ""
+                tail = "\n".join(f"  {line}" for line in self._tail)
+                return (f"{', '.join(f'{n} exited with code {rc}' for n, rc in exited.items())} during start-up"
+                        f"{where}; its last lines:\n{tail}")
         if not self.monitor.latest:
             return f"no /diagnostics from fusion_node within {timeout_s:g} s"
         if not self.monitor.outputs_discovered():
