@@ -171,3 +171,35 @@ def test_intensity_scale_mismatch_names_both_contradictions() -> None:
     assert intensity_scale_mismatch(_sweep(unit[:100]), 255.0) is None
     assert intensity_scale_mismatch(_sweep(np.full(5000, np.nan)), 255.0) is None
     assert intensity_scale_mismatch(_sweep(np.zeros(5000)), 255.0) is None  # all-black: no evidence of a scale
+
+
+def _scan(rcs: np.ndarray | None) -> PointCloud:
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")] + ([("rcs", "<f4")] if rcs is not None else [])
+    pts = np.zeros(200 if rcs is None else len(rcs), np.dtype(fields))
+    if rcs is not None:
+        pts["rcs"] = rcs
+    return PointCloud(0, "radar_front", pts)
+
+
+def test_radar_rcs_reads_dbsm_through_the_rigs_offset() -> None:
+    from ros_fusion.core.bev import UNKNOWN_RCS_DBSM, radar_rcs_dbsm
+
+    assert np.allclose(radar_rcs_dbsm(_scan(np.array([10.0, -5.0])), 0.0), [10.0, -5.0])
+    assert np.allclose(radar_rcs_dbsm(_scan(np.array([50.0, 35.0])), -40.0), [10.0, -5.0])  # dB over 1 cm²
+    assert radar_rcs_dbsm(_scan(None), 0.0).tolist() == [UNKNOWN_RCS_DBSM] * 200
+
+
+def test_rcs_scale_mismatch_names_the_rig_key() -> None:
+    from ros_fusion.core.bev import rcs_scale_mismatch
+
+    rng = np.random.default_rng(0)
+    dbsm = rng.uniform(-20, 30, 500)  # what an ARS 408 reports
+    assert rcs_scale_mismatch(_scan(dbsm), 0.0) is None
+    raw = rng.uniform(45, 97, 500)  # an uncalibrated magnitude (Astyx Mag's range) written as rcs
+    msg = rcs_scale_mismatch(_scan(raw), 0.0)
+    assert msg is not None and "rcs_offset_db" in msg and "outside" in msg
+    assert rcs_scale_mismatch(_scan(raw), -60.0) is None  # the rig says how to read it: no warning
+    # too few detections, a constant placeholder or no rcs field: not judged
+    assert rcs_scale_mismatch(_scan(raw[:20]), 0.0) is None
+    assert rcs_scale_mismatch(_scan(np.full(500, 90.0)), 0.0) is None
+    assert rcs_scale_mismatch(_scan(None), 0.0) is None

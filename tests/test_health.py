@@ -264,3 +264,23 @@ def test_lidar_on_the_wrong_intensity_scale_is_a_warning_until_a_sweep_fits() ->
     engine.accept("lidar_top", sweep(3, 255.0), now + 301_000_000, None)
     snap = engine.health.snapshot(now + 350_000_000).sensors["lidar_top"]
     assert snap.level == Level.OK and snap.input_warning is None and snap.warned == {"intensity_scale": 3}
+
+
+def test_radar_rcs_on_another_scale_is_a_counted_warning() -> None:
+    """A radar whose rcs is not in dBsm (a raw level of 45-97): used, WARN naming rcs_offset_db, counted."""
+    from ros_fusion.core.types import PointCloud
+    from ros_fusion.runtime.engine import FusionEngine
+
+    rig = load_rig(default_rig_path())
+    engine = FusionEngine(rig, None)
+    dt = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("v_r", "<f4"), ("rcs", "<f4")])
+    rng = np.random.default_rng(0)
+    pts = np.zeros(300, dt)
+    pts["x"] = rng.uniform(5, 80, 300)
+    pts["rcs"] = rng.uniform(45, 97, 300)
+    period = 77_000_000
+    for k in range(2):
+        stamp = T0 + k * period
+        assert engine.accept("radar_front", PointCloud(stamp, "radar_front", pts), stamp + 1_000_000, None) is None
+    snap = engine.health.snapshot(T0 + period + 2_000_000).sensors["radar_front"]
+    assert snap.level == Level.WARN and "rcs_offset_db" in snap.message and snap.warned == {"rcs_scale": 2}

@@ -73,6 +73,9 @@ def _mutated(path: list, value, delete: bool = False) -> dict:
         (["sensors", "lidar_top", "intensity_max"], "0-1", False, "sensors.lidar_top.intensity_max"),
         (["sensors", "lidar_top", "intensity_max"], 1e9, False, "sensors.lidar_top.intensity_max"),
         (["sensors", "radar_front", "intensity_max"], 1.0, False, "sensors.radar_front.intensity_max"),
+        (["sensors", "lidar_top", "rcs_offset_db"], 0.0, False, "sensors.lidar_top.rcs_offset_db"),
+        (["sensors", "radar_front", "rcs_offset_db"], "dB", False, "sensors.radar_front.rcs_offset_db"),
+        (["sensors", "radar_front", "rcs_offset_db"], 500.0, False, "sensors.radar_front.rcs_offset_db"),
         (["sensors"], {}, False, "sensors"),
     ],
 )
@@ -138,6 +141,13 @@ def test_surround_rig_is_the_default_rig_plus_radars_that_see_all_around():
     assert grid.modality_coverage(default.of(Modality.RADAR))[near].mean() < 0.4
     yaws = sorted(round(np.degrees(np.arctan2(r.extrinsic[1, 0], r.extrinsic[0, 0]))) for r in radars)
     assert yaws == [-160, -80, 0, 80, 160]
+
+
+def test_rcs_offset_defaults_to_dbsm_and_is_read_per_radar():
+    assert rig_from_dict(copy.deepcopy(DEFAULT)).sensors["radar_front"].rcs_offset_db == 0.0
+    other = rig_from_dict(_mutated(["sensors", "radar_front", "rcs_offset_db"], -40))
+    assert other.sensors["radar_front"].rcs_offset_db == -40.0
+    assert rig_from_yaml(other.to_yaml()).sensors["radar_front"].rcs_offset_db == -40.0
 
 
 def test_intensity_max_defaults_to_8_bit_and_is_read_per_lidar():

@@ -87,6 +87,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.bev import UNKNOWN_RCS_DBSM
 from ..core.transforms import quat_to_matrix
 from ..core.types import DEFAULT_CLASSES, Obstacles, PointCloud
 from .convert_common import (
@@ -155,9 +156,6 @@ SWEEP_SPAN_S = (0.04, 0.21)
 #: Reference-frame height over the road when neither the road nor the labels give one [m]: the ground fit
 #: of the full set's train bag (calibration 0, frames 000000-000399: 1.595 m, median of 40 sweeps).
 ASTYX_FALLBACK_REF_HEIGHT_M = 1.6
-#: rcs written for every radar detection [dBsm]: Astyx gives no RCS (see the module docstring); 0 is what
-#: the pipeline assumes for a radar without an rcs field.
-UNKNOWN_RCS_DBSM = 0.0
 #: Image size written to the rig when no image of a bag decodes (the Astyx front camera's).
 ASTYX_IMAGE_SIZE = (2048, 618)
 #: Simulator parameters written into the rig's `model` blocks, so `ros-fusion simulate` can drive this rig

@@ -72,6 +72,9 @@ LIDAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", 
 #: Full scale of nuScenes LiDAR intensity: the HDL-32E's 8-bit calibrated reflectivity, 0–255 in the
 #: `.pcd.bin` rows x, y, z, intensity, ring (nuScenes devkit `LidarPointCloud`; Caesar et al., CVPR 2020).
 NUSCENES_INTENSITY_MAX = 255.0
+#: nuScenes radars are Continental ARS 408-21s whose cluster `rcs` is in dBsm (0.5 dBsm steps, -64..63.5;
+#: ARS 408-21 technical documentation, Cluster_RCS): the rig's `rcs_offset_db` is 0.
+NUSCENES_RCS_OFFSET_DB = 0.0
 IMU_TOPIC = "/sensors/imu"
 ODOMETRY_TOPIC = "/vehicle/odometry"
 
@@ -233,6 +236,8 @@ def _scene_drive(nusc: Any, root: Path, scene: dict[str, Any], classes: Sequence
                                  "rate_hz": RATES_HZ[modality], "extrinsics": extrinsics_entry(record_transform(cs))}
         if modality == "lidar":
             entry["intensity_max"] = NUSCENES_INTENSITY_MAX
+        elif modality == "radar":
+            entry["rcs_offset_db"] = NUSCENES_RCS_OFFSET_DB
         K = None
         if modality == "camera":
             K = np.asarray(cs["camera_intrinsic"], dtype=np.float64).reshape(3, 3)

@@ -73,6 +73,9 @@ from .ground import GroundFit, fit_lidar_height
 VOD_LIDAR_INTENSITY_MAX = 255.0
 RADAR_TOPIC = "/sensors/radar_front/points"
 ODOMETRY_TOPIC = "/vehicle/odometry"
+#: View-of-Delft radar (ZF FRGen21) `RCS` is in dBsm (View-of-Delft devkit, radar data description): the
+#: rig's `rcs_offset_db` is 0.
+VOD_RCS_OFFSET_DB = 0.0
 RADAR_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("v_r", "<f4"), ("rcs", "<f4"),
                         ("v_r_comp", "<f4"), ("scan", "<f4")])
 #: Column of each RADAR_DTYPE field in VoD's x, y, z, rcs, v_r, v_r_comp, time rows.
@@ -236,7 +239,7 @@ def _add_radar(drive: ConvertedDrive, g: CalibGroup, radar_base: Path, lidar_hei
         report.warn(radar_base / "calib", f"radar rotation orthonormalised (max change {err:.2e})")
     drive.rig["sensors"]["radar_front"] = {
         "modality": "radar", "topic": RADAR_TOPIC, "frame_id": "radar_front", "rate_hz": 10.0,
-        "extrinsics": extrinsics_entry(T),
+        "rcs_offset_db": VOD_RCS_OFFSET_DB, "extrinsics": extrinsics_entry(T),
     }
     drive.metadata["radar_scans"] = str(n)
 

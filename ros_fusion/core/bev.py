@@ -323,6 +323,45 @@ def intensity_scale_mismatch(cloud: PointCloud, intensity_max: float) -> str | N
     return None
 
 
+#: RCS the pipeline assumes for a radar detection without an rcs field [dBsm].
+UNKNOWN_RCS_DBSM = 0.0
+#: Finite RCS values a scan needs before its scale is judged.
+RCS_CHECK_MIN_POINTS = 50
+#: Plausible radar cross-sections [dBsm]: a pedestrian is about -10, a car 10-20, a truck up to ~40, and
+#: the ARS 408 reports -64..63.5; a level outside this is not in dBsm (a raw power, another reference).
+RCS_PLAUSIBLE_DBSM = (-70.0, 70.0)
+
+
+def radar_rcs_dbsm(scan: PointCloud, rcs_offset_db: float) -> np.ndarray:
+    """Per-detection RCS in dBsm, the network's unit: the driver's `rcs` field + the rig's
+    `rcs_offset_db`; a scan without the field reads as `UNKNOWN_RCS_DBSM`. Why per sensor: drivers
+    report on different references, and a radar read on the wrong one shows the network every object
+    as a wall or as a pedestrian."""
+    if not scan.has("rcs"):
+        return np.full(len(scan.points), UNKNOWN_RCS_DBSM)
+    return np.asarray(scan.points["rcs"], np.float64) + float(rcs_offset_db)
+
+
+def rcs_scale_mismatch(scan: PointCloud, rcs_offset_db: float) -> str | None:
+    """Why this scan's RCS values contradict the rig's `rcs_offset_db`, or None when they do not: more
+    than 1 % of them outside `RCS_PLAUSIBLE_DBSM` once offset. Scans without the field, with fewer than
+    `RCS_CHECK_MIN_POINTS` finite values or with one constant value (a converter's placeholder) are not
+    judged."""
+    if not scan.has("rcs"):
+        return None
+    v = radar_rcs_dbsm(scan, rcs_offset_db)
+    v = v[np.isfinite(v)]
+    if v.size < RCS_CHECK_MIN_POINTS or float(v.min()) == float(v.max()):
+        return None
+    lo, hi = RCS_PLAUSIBLE_DBSM
+    out = float(np.count_nonzero((v < lo) | (v > hi))) / v.size
+    if out <= 0.01:
+        return None
+    return (f"{100 * out:.0f} % of the RCS values (rcs + rcs_offset_db {rcs_offset_db:g}) lie outside "
+            f"{lo:g}..{hi:g} dBsm (median {float(np.median(v)):.1f}): the driver reports on another scale; "
+            "set the rig's rcs_offset_db")
+
+
 def tune_allocator() -> bool:
     """Keep freed memory in the process (glibc only); returns whether it applied. Call once at startup.
 

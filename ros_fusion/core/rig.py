@@ -56,6 +56,10 @@ class SensorSpec:
     #: folded into ±half of it (Astyx 6455: 10.39); None = not folded. Used when the scan's own Doppler
     #: gives the ego velocity (`core.doppler_ego`).
     velocity_interval_mps: float | None = None
+    #: Radar only: dB added to the driver's `rcs` field to give dBsm, the unit the network reads (0 for
+    #: drivers that report dBsm: Continental ARS 408, nuScenes, View-of-Delft). A radar whose driver reports
+    #: a calibrated level on another reference (e.g. dB over 1 cm²: -40) says so here.
+    rcs_offset_db: float = 0.0
     model: dict[str, Any] = field(default_factory=dict)
     #: Optional synchroniser settings (`sync:` in the rig file): offset_ms, tolerance_ms,
     #: timeout_ms, buffer_size; absent keys are derived from rate and latency by `core.sync`.
@@ -160,7 +164,7 @@ def parse_intrinsics(value: Any, key: str, source: str = "") -> CameraIntrinsics
 _SENSOR_KEYS = {
     "modality", "topic", "frame_id", "rate_hz", "latency_ms", "jitter_ms", "extrinsics",
     "intrinsics", "info_topic", "child_frame_id", "model", "sync", "intensity_max",
-    "velocity_interval_mps",
+    "velocity_interval_mps", "rcs_offset_db",
 }
 _SYNC_KEYS = ("offset_ms", "tolerance_ms", "timeout_ms", "buffer_size")
 
@@ -238,6 +242,14 @@ def _parse_sensor(name: str, d: Any, source: str) -> SensorSpec:
             raise ConfigError(f"{key}.velocity_interval_mps",
                               f"only a radar has a radial-velocity interval, not a {modality.value}", source)
         interval = _num(d["velocity_interval_mps"], f"{key}.velocity_interval_mps", source, positive=True)
+    rcs_offset = 0.0
+    if "rcs_offset_db" in d:
+        if modality != Modality.RADAR:
+            raise ConfigError(f"{key}.rcs_offset_db", f"only a radar has an RCS scale, not a {modality.value}",
+                              source)
+        rcs_offset = _num(d["rcs_offset_db"], f"{key}.rcs_offset_db", source)
+        if abs(rcs_offset) > 100.0:
+            raise ConfigError(f"{key}.rcs_offset_db", f"implausible RCS offset {rcs_offset} dB (at most ±100)", source)
     return SensorSpec(
         name=name,
         modality=modality,
@@ -252,6 +264,7 @@ def _parse_sensor(name: str, d: Any, source: str) -> SensorSpec:
         intrinsics=intr,
         intensity_max=intensity_max,
         velocity_interval_mps=interval,
+        rcs_offset_db=rcs_offset,
         model=copy.deepcopy(model),
         sync=parse_sync(d.get("sync"), f"{key}.sync", source),
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.bev import intensity_scale_mismatch
+from ..core.bev import intensity_scale_mismatch, rcs_scale_mismatch
 from ..core.health import HealthMonitor, SensorHealth, SensorState, health_configs_from_rig
 from ..core.rig import Rig
 from ..core.sync import Bundle, BundleStats, Synchroniser, default_reference, stream_configs_from_rig
@@ -149,6 +149,8 @@ class FusionEngine:
             health.on_input_check("intensity_field", None if obj.has("intensity") or not len(obj.points) else
                                   "the cloud has no intensity field: read as 0, the network sees every return "
                                   "black; publish the driver's intensity")
+        if modality is Modality.RADAR:
+            health.on_input_check("rcs_scale", rcs_scale_mismatch(obj, spec.rcs_offset_db))
         if modality is Modality.IMU:
             if self.pipeline is not None:
                 self.pipeline.add_imu(obj)  # bad samples are counted in ego.stats, never raised

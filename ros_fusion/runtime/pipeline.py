@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..core import network_io as nio
-from ..core.bev import BevGrid, normalised_intensity, tune_allocator
+from ..core.bev import BevGrid, normalised_intensity, radar_rcs_dbsm, tune_allocator
 from ..core.centerhead import decode
 from ..core.compensation import StaticMotion, compensate_radar, deskew_lidar
 from ..core.doppler_ego import compensate_with_doppler
@@ -597,8 +597,7 @@ class FusionPipeline:
         for spec, m in members:
             scan: PointCloud = m.payload
             vfield = next((f for f in RADAR_VELOCITY_FIELDS if scan.has(f)), None)
-            rcs = (np.asarray(scan.points["rcs"], np.float64) if scan.has("rcs")
-                   else np.zeros(len(scan.points)))
+            rcs = radar_rcs_dbsm(scan, spec.rcs_offset_db)
             if vfield is None:
                 self.counters["radar_without_velocity"] += 1
                 v_r = np.zeros(len(scan.points))

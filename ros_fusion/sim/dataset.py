@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from ..core import network_io as nio
-from ..core.bev import normalised_intensity, tune_allocator
+from ..core.bev import normalised_intensity, radar_rcs_dbsm, tune_allocator
 from ..core.camera_lift import normalise_image, resize_image
 from ..core.centerhead import Targets, encode_obstacles
 from ..core.compensation import StaticMotion, compensate_radar, deskew_lidar
@@ -198,7 +198,7 @@ class DriveSamples:
                     c = compensate_with_doppler(scan.xyz(), v_r, spec.extrinsic,
                                                 interval=spec.velocity_interval_mps)[0]
                 r_xyz.append(a)
-                r_rcs.append(np.asarray(scan.points["rcs"], np.float64))
+                r_rcs.append(radar_rcs_dbsm(scan, spec.rcs_offset_db))
                 r_v.append(c)
                 r_names.append(spec.name)
         camera_frames: list[CameraFrame | None] = []
