@@ -199,6 +199,9 @@ def test_rcs_scale_mismatch_names_the_rig_key() -> None:
     msg = rcs_scale_mismatch(_scan(raw), 0.0)
     assert msg is not None and "rcs_offset_db" in msg and "outside" in msg
     assert rcs_scale_mismatch(_scan(raw), -60.0) is None  # the rig says how to read it: no warning
+    one_odd = np.concatenate([rng.uniform(-10, 30, 63), [95.0]])  # one glitch in a 64-detection scan
+    assert rcs_scale_mismatch(_scan(one_odd), 0.0) is None
+    assert rcs_scale_mismatch(_scan(np.concatenate([one_odd[:56], np.full(8, 95.0)])), 0.0) is not None
     # too few detections, a constant placeholder or no rcs field: not judged
     assert rcs_scale_mismatch(_scan(raw[:20]), 0.0) is None
     assert rcs_scale_mismatch(_scan(np.full(500, 90.0)), 0.0) is None

@@ -88,7 +88,7 @@ PUBLISHER = textwrap.dedent(
 
     def radar():
         count["radar"] += 1
-        radar_pts["rcs"][0] = count["radar"]
+        radar_pts["rcs"][0] = count["radar"] % 50  # a plausible dBsm that changes each scan
         pubs["radar"].publish(make_pointcloud2(now_ns(), "radar_front", radar_pts))
 
     def camera():
@@ -222,6 +222,7 @@ def test_live_rates_rejects_and_obstacles(observer, tmp_path: Path) -> None:
         while time.monotonic() - t_diag < 3.0 and diag.arrays_received < arrays_then + 2:
             ex.spin_once(timeout_sec=0.05)
         final_fusion = diag.latest["ros_fusion/fusion"]["values"]
+        final_lidar = diag.latest["ros_fusion/lidar_top"]["values"]
     finally:
         rc_sensors, out_sensors = _stop(sensors)
         rc_fusion, out_fusion = _stop(fusion)
@@ -253,7 +254,8 @@ def test_live_rates_rejects_and_obstacles(observer, tmp_path: Path) -> None:
 
     # ~/obstacles: clouds with the obstacle layout (the fake sensors show no objects; rows may be few), one per
     # LiDAR sweep. A machine too slow for the 100 ms period drops the oldest waiting bundle, and must count it:
-    # every LiDAR period missing from the output stamps is a `bundles_dropped_busy` in the last diagnostics.
+    # every LiDAR period missing from the output stamps is a `bundles_dropped_busy` or a rejected sweep in the
+    # last diagnostics (a node that warms up fast outputs ten bundles before the cut sweeps arrive).
     msgs = [m for _, m in obstacle_arrivals]
     assert [f.name for f in msgs[-1].fields] == list(OBSTACLE_FIELDS)
     assert all(m.header.frame_id == "base_link" for m in msgs)
@@ -263,7 +265,8 @@ def test_live_rates_rejects_and_obstacles(observer, tmp_path: Path) -> None:
     assert np.all(periods > 0.5), "outputs out of order or duplicated"
     assert np.allclose(periods, np.round(periods), atol=0.25), periods  # each stamp is a sweep's stamp
     missing = int(np.round(periods).sum()) + 1 - len(stamps)
-    assert 0 <= missing <= dropped_busy, (missing, dropped_busy)
+    rejected = final_lidar["rejected"]
+    assert 0 <= missing <= dropped_busy + rejected, (missing, dropped_busy, rejected, periods, final_fusion)
     # Arrivals keep pace with the sensor clock (≥ 2.5 s after start-up): the stamps advance at real time; one
     # catch-up burst of a worker that stalled on a loaded machine must not read as a faster rate (CI, once).
     times = np.array([t for t, _ in obstacle_arrivals[10:]])

@@ -330,6 +330,10 @@ RCS_CHECK_MIN_POINTS = 50
 #: Plausible radar cross-sections [dBsm]: a pedestrian is about -10, a car 10-20, a truck up to ~40, and
 #: the ARS 408 reports -64..63.5; a level outside this is not in dBsm (a raw power, another reference).
 RCS_PLAUSIBLE_DBSM = (-70.0, 70.0)
+#: Fraction of a scan outside `RCS_PLAUSIBLE_DBSM` that says the driver uses another scale: a driver on
+#: the wrong reference puts most detections outside, while a scan of 50-100 detections must not warn
+#: for one odd value.
+RCS_OUTSIDE_FRACTION = 0.05
 
 
 def radar_rcs_dbsm(scan: PointCloud, rcs_offset_db: float) -> np.ndarray:
@@ -344,9 +348,9 @@ def radar_rcs_dbsm(scan: PointCloud, rcs_offset_db: float) -> np.ndarray:
 
 def rcs_scale_mismatch(scan: PointCloud, rcs_offset_db: float) -> str | None:
     """Why this scan's RCS values contradict the rig's `rcs_offset_db`, or None when they do not: more
-    than 1 % of them outside `RCS_PLAUSIBLE_DBSM` once offset. Scans without the field, with fewer than
-    `RCS_CHECK_MIN_POINTS` finite values or with one constant value (a converter's placeholder) are not
-    judged."""
+    than `RCS_OUTSIDE_FRACTION` of them outside `RCS_PLAUSIBLE_DBSM` once offset. Scans without the
+    field, with fewer than `RCS_CHECK_MIN_POINTS` finite values or with one constant value (a
+    converter's placeholder) are not judged."""
     if not scan.has("rcs"):
         return None
     v = radar_rcs_dbsm(scan, rcs_offset_db)
@@ -355,7 +359,7 @@ def rcs_scale_mismatch(scan: PointCloud, rcs_offset_db: float) -> str | None:
         return None
     lo, hi = RCS_PLAUSIBLE_DBSM
     out = float(np.count_nonzero((v < lo) | (v > hi))) / v.size
-    if out <= 0.01:
+    if out <= RCS_OUTSIDE_FRACTION:
         return None
     return (f"{100 * out:.0f} % of the RCS values (rcs + rcs_offset_db {rcs_offset_db:g}) lie outside "
             f"{lo:g}..{hi:g} dBsm (median {float(np.median(v)):.1f}): the driver reports on another scale; "
