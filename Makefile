@@ -59,6 +59,7 @@ run: venv
 lint: venv
 	$(VENV_ABS)/bin/ruff check .
 	$(RUNENV) $(PY) -m ros_fusion.ros.param_docs --check
+	$(PY) -m ros_fusion.layers
 
 docs: venv
 	$(RUNENV) $(PY) -m ros_fusion.ros.param_docs --write

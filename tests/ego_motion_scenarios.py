@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ros_fusion.core.ego_motion import PoseHistory
+from ros_fusion.core.events import SIM_EPOCH_NS
 from ros_fusion.core.rig import Rig, load_rig
 from ros_fusion.core.transforms import invert_transform
 from ros_fusion.core.types import NS_PER_S, Odometry
 from ros_fusion.paths import default_rig_path
 from ros_fusion.sim.drive import DriveSimulator
 from ros_fusion.sim.ego import DT, EgoTrajectory, TrueMotion
-from ros_fusion.sim.events import SIM_EPOCH_NS
 from ros_fusion.sim.inertial import ImuModel, WheelOdometry
 
 

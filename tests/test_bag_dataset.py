@@ -153,7 +153,7 @@ def test_dataset_from_nuscenes_bag(nusc_bag: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- (c) train on it unchanged
 def test_train_reads_a_bag_dataset(kitti_dataset: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from ros_fusion.models.train import load_checkpoint
+    from ros_fusion.models.checkpoint import load_checkpoint
 
     ckpt = tmp_path / "run"
     assert main(["train", "--data", str(kitti_dataset), "--out", str(ckpt), "--max-steps", "2", "--batch-size", "2",

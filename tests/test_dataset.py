@@ -10,6 +10,7 @@ import pytest
 from ros_fusion.core import network_io as nio
 from ros_fusion.core.bev import BevGrid
 from ros_fusion.core.compensation import compensate_radar, deskew_lidar
+from ros_fusion.core.events import SIM_EPOCH_NS
 from ros_fusion.core.rig import load_rig
 from ros_fusion.core.transforms import invert_transform, xyz_rpy_to_transform
 from ros_fusion.core.types import NS_PER_S, PointCloud
@@ -27,7 +28,6 @@ from ros_fusion.sim.dataset import (
 )
 from ros_fusion.sim.drive import DriveSimulator
 from ros_fusion.sim.ego import EgoTrajectory, TrueMotion
-from ros_fusion.sim.events import SIM_EPOCH_NS
 from ros_fusion.sim.lidar import LIDAR_DTYPE
 
 G = BevGrid()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ros_fusion.core.bev import normalised_intensity
+from ros_fusion.core.events import SIM_EPOCH_NS
 from ros_fusion.core.rig import load_rig
 from ros_fusion.core.types import NS_PER_S, PointCloud
 from ros_fusion.eval.bag_eval import (
@@ -29,7 +30,6 @@ from ros_fusion.paths import default_rig_path, share_dir
 from ros_fusion.runtime.engine import EngineSettings
 from ros_fusion.runtime.pipeline import FusionPipeline, ModePolicy, PipelineConfig, pattern_key
 from ros_fusion.sim.drive import simulate_drive
-from ros_fusion.sim.events import SIM_EPOCH_NS
 
 pytest.importorskip("onnxruntime")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ros_fusion.core.events import GROUND_TRUTH_TOPIC, SIM_EPOCH_NS
 from ros_fusion.core.rig import load_rig
 from ros_fusion.core.types import DEFAULT_CLASSES, CameraInfo, Image, ImuSample, Obstacles, Odometry, PointCloud
 from ros_fusion.paths import default_rig_path
 from ros_fusion.sim.drive import DriveSimulator, list_scenarios, simulate_drive
-from ros_fusion.sim.events import GROUND_TRUTH_TOPIC, SIM_EPOCH_NS
 from ros_fusion.sim.faults import FaultSpec, parse_fault
 
 

@@ -12,11 +12,11 @@ from mcap_ros2.reader import read_ros2_messages
 
 from ros_fusion.bag.info import bag_summary
 from ros_fusion.commands import simulate as simulate_cmd
+from ros_fusion.core.events import GROUND_TRUTH_TOPIC, RIG_TOPIC
 from ros_fusion.core.rig import load_rig
 from ros_fusion.core.types import ImuSample, Obstacles, PointCloud
 from ros_fusion.paths import default_rig_path
 from ros_fusion.ros.bag_io import read_payloads, read_rig
-from ros_fusion.sim.events import GROUND_TRUTH_TOPIC, RIG_TOPIC
 
 DURATION = 1.0
 

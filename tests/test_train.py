@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ros_fusion.core import network_io as io  # noqa: E402
+from ros_fusion.models.checkpoint import load_checkpoint  # noqa: E402
 from ros_fusion.models.network import NetConfig  # noqa: E402
 from ros_fusion.models.train import (  # noqa: E402
     SUBSETS,
@@ -17,7 +18,6 @@ from ros_fusion.models.train import (  # noqa: E402
     batch_loss,
     dropout_presence,
     dropout_previous_sweep,
-    load_checkpoint,
     precise_batchnorm,
     synthetic_shard,
     train,

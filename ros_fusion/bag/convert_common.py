@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.events import GROUND_TRUTH_TOPIC, SensorEvent
 from ..core.rig import Rig, rig_from_dict
 from ..core.transforms import matrix_to_quat, so3_log
 from ..core.types import DEFAULT_CLASSES, Obstacles, Odometry
-from ..sim.events import GROUND_TRUTH_TOPIC, SensorEvent
 
 #: KITTI object classes → ours. None = known but deliberately not converted (DontCare regions,
 #: Misc, trams: no class of ours fits them). A name in neither set is reported as unknown.

@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.events import SIM_EPOCH_NS
 from ..core.types import DEFAULT_CLASSES, CameraInfo, CameraIntrinsics, CompressedImage, PointCloud
-from ..sim.events import SIM_EPOCH_NS
 from .convert_common import (
     JPEG_MAGIC,
     KITTI_CLASS_MAP,

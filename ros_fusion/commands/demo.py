@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..sim.events import SIM_EPOCH_NS
+from ..core.events import SIM_EPOCH_NS
 
 HELP = """\
 Run the whole system on the embedded default: a simulated drive (scenario,
@@ -89,7 +89,7 @@ class DriveClock:
     def from_bag(path: Path, rate: float) -> DriveClock:
         from ..bag.info import header_stamp_ns
         from ..bag.reader import BagReader
-        from ..sim.events import GROUND_TRUTH_TOPIC
+        from ..core.events import GROUND_TRUTH_TOPIC
         from .eval import bag_faults
 
         reader = BagReader(path)

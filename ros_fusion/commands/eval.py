@@ -114,7 +114,7 @@ def bag_rig(bag: Path, rig_file: Path | None) -> Any:
 def bag_faults(bag: Path) -> tuple[list[Any], int | None]:
     """Faults recorded in a simulated bag's metadata and the drive's start (None: not a simulated drive)."""
     from ..bag.reader import BagReader
-    from ..sim.events import SIM_EPOCH_NS
+    from ..core.events import SIM_EPOCH_NS
     from ..sim.faults import parse_fault
 
     meta = BagReader(bag).metadata

@@ -155,13 +155,13 @@ def score_live(bag_name: str, gt_msgs: list[tuple[int, bytes]], outputs: list[tu
 
 def run_live(args: argparse.Namespace) -> int:
     from ..console import make_console
+    from ..core.events import GROUND_TRUTH_TOPIC
     from ..core.rig import ConfigError
     from ..eval.bag_eval import BagEvalConfig, collect_metrics, evaluate_bag
     from ..eval.report import describe_startup, render_console, write_outputs
     from ..ros.bag_io import read_payloads
     from ..ros.live_run import LiveRun
     from ..runtime.pipeline import FusionPipeline, PipelineConfig
-    from ..sim.events import GROUND_TRUTH_TOPIC
     from .eval import bag_faults, bag_rig, load_model_and_backend
 
     if len(args.bags) != 1:

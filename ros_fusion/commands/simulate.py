@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from . import EXIT_INTERRUPTED, EXIT_OK, HelpFormatter, fail
 
 if TYPE_CHECKING:
+    from ..core.events import SensorEvent
     from ..core.rig import Rig
     from ..ros.bag_io import WriteStats
-    from ..sim.events import SensorEvent
 
 EXAMPLE = """examples:
   ros-fusion simulate --list-scenarios

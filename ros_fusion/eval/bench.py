@@ -50,11 +50,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core.events import SIM_EPOCH_NS
 from ..core.rig import Rig, rig_from_dict
 from ..core.sync import Bundle, Member
 from ..core.transforms import make_transform, rot_z
 from ..core.types import NS_PER_S, CameraInfo, Image, ImuSample, Modality, PointCloud
-from ..sim.events import SIM_EPOCH_NS
 
 SCHEMA = "ros_fusion.bench/1"
 MAX_CAMERAS = 6  # core.network_io.MAX_CAMERAS: the camera stage's limit

@@ -47,9 +47,10 @@ import numpy as np
 from ..core import network_io as nio
 from ..core.bev import BevGrid
 from ..core.centerhead import DENSE_NMS_RADIUS_M, DENSE_PEAK_RATIO, decode
+from ..core.files import sha256_file
 from ..core.preprocess import MODALITY_INDEX, drop_modalities
 from ..core.types import Obstacles
-from ..runtime.model_bundle import ModelBundle, sha256_file
+from ..runtime.model_bundle import ModelBundle
 from ..runtime.pipeline import HeadOutput, StageRunner
 from ..sim.dataset import SPLITS, frame_gt, frame_inputs, load_shard, read_manifest
 from .detection_metrics import DetectionReport, EvalConfig, evaluate

@@ -26,7 +26,8 @@ import torch
 import yaml
 
 from ..core import network_io as io
-from ..runtime.model_bundle import MANIFEST_FORMAT, MANIFEST_NAME, contract_grid, sha256_file
+from ..core.files import sha256_file
+from ..core.model_contract import MANIFEST_FORMAT, MANIFEST_NAME, contract_grid
 from .network import STAGES, FusionNet, NetConfig, StageModule, parameter_count, stage_input_shapes
 
 OPSET = 18
@@ -212,7 +213,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, status: str, metrics: 
                       tolerance: float = TOLERANCE, fusion: dict[str, Any] | None = None
                       ) -> tuple[Path, list[ExportedStage]]:
     """Load a training checkpoint (see train.py), export every stage, write the manifest."""
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     net = ckpt.model

@@ -51,6 +51,7 @@ import torch
 
 from ..core import network_io as io
 from .augment import mirror_lateral
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, saved_net_config
 from .losses import LossWeights, detection_loss
 from .network import PARTS, FusionNet, NetConfig, parameter_count
 from .reg_spread import spread_regression
@@ -281,16 +282,6 @@ class TrainConfig:
         return {m: self.aux_weight for m in dict.fromkeys(self.aux_single)}
 
 
-@dataclass
-class Checkpoint:
-    model: FusionNet
-    epoch: int
-    step: int
-    provenance: dict[str, Any]
-    metrics: dict[str, Any]
-    state: dict[str, Any]
-
-
 def dropout_presence(present: np.ndarray, rng: np.random.Generator, p_all: float) -> np.ndarray:
     """Apply modality dropout to a B×M presence batch: each sample keeps one non-empty subset.
 
@@ -435,7 +426,7 @@ def save_checkpoint(path: Path, net: FusionNet, opt: torch.optim.Optimizer, sche
                     cfg: TrainConfig, provenance: dict[str, Any], history: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
-        "format": "ros_fusion-checkpoint/1",
+        "format": CHECKPOINT_FORMAT,
         "net_config": net.cfg.to_dict(),
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
@@ -447,30 +438,6 @@ def save_checkpoint(path: Path, net: FusionNet, opt: torch.optim.Optimizer, sche
         "history": history,
     }, tmp)
     tmp.replace(path)  # never leave a half-written checkpoint behind
-
-
-def saved_net_config(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's network config; those from before `gate_context` existed have the purely local gate."""
-    return {"gate_context": 0, **state.get("net_config", {})}
-
-
-def load_checkpoint(path: Path) -> Checkpoint:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of a bad file, reported as one clear line
-        raise ValueError(f"{path} is not a readable ros_fusion checkpoint: {type(e).__name__}") from e
-    if not isinstance(state, dict) or state.get("format") != "ros_fusion-checkpoint/1":
-        raise ValueError(f"{path} is not a ros_fusion training checkpoint")
-    net = FusionNet(NetConfig(**saved_net_config(state)))
-    net.load_state_dict(state["model"])
-    net.eval()
-    history = state.get("history", [])
-    metrics = {"val_loss": history[-1].get("val", {}) if history else {}, "epochs": state["epoch"],
-               "steps": state["step"]}
-    return Checkpoint(net, state["epoch"], state["step"], state.get("provenance", {}), metrics, state)
 
 
 def _init_weights(net: FusionNet, path: Path) -> dict[str, Any]:

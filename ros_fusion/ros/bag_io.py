@@ -20,9 +20,9 @@ from .. import __version__
 from ..bag.errors import BagError
 from ..bag.reader import BagReader
 from ..bag.writer import DEFAULT_QOS, LATCHED_QOS, BagWriter
+from ..core.events import RIG_TOPIC, SIM_EPOCH_NS, Payload, SensorEvent
 from ..core.rig import ConfigError, Rig, rig_from_yaml
 from ..core.types import RejectedInput
-from ..sim.events import RIG_TOPIC, SIM_EPOCH_NS, Payload, SensorEvent
 from .serialization import deserialize, msgtype_of, serialize
 
 RIG_MSGTYPE = "std_msgs/msg/String"

@@ -17,8 +17,8 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 
+from ..core.events import GROUND_TRUTH_TOPIC, RIG_TOPIC
 from ..core.types import Obstacles
-from ..sim.events import GROUND_TRUTH_TOPIC, RIG_TOPIC
 from .diagnostics import DiagnosticsListener
 from .obstacles import pointcloud2_to_obstacles
 from .qos import latched_qos, output_qos

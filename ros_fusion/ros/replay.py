@@ -32,8 +32,8 @@ from rosgraph_msgs.msg import Clock
 from ..bag.errors import BagError
 from ..bag.info import has_header
 from ..bag.reader import BagReader
+from ..core.events import RIG_TOPIC
 from ..core.types import NS_PER_S, RejectedInput
-from ..sim.events import RIG_TOPIC
 from .qos import latched_qos, output_qos
 from .serialization import message_class
 from .stamps import ns_to_stamp

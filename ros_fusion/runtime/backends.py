@@ -196,7 +196,7 @@ class TorchBackend(Backend):
         from ..models.network import FusionNet, StageModule
 
         if not isinstance(model, FusionNet):
-            from ..models.train import load_checkpoint
+            from ..models.checkpoint import load_checkpoint
 
             model = load_checkpoint(Path(model)).model
         self._torch = torch

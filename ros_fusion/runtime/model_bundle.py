@@ -21,35 +21,13 @@ import yaml
 
 from ..core import network_io as io
 from ..core.files import sha256_file
+from ..core.model_contract import MANIFEST_FORMAT, MANIFEST_NAME, STAGE_NAMES, contract_grid
 from ..core.rig import ConfigError, Rig
 from ..core.types import Modality
-
-MANIFEST_NAME = "manifest.yaml"
-MANIFEST_FORMAT = "ros_fusion-model/1"
-STAGE_NAMES = ("lidar", "radar", "camera", "imu", "fusion_head")
 
 
 class BundleError(ConfigError):
     """The manifest or a model file is missing, malformed, or does not match."""
-
-
-def contract_grid() -> dict[str, Any]:
-    """The `grid` block a manifest must carry for this package's pre-processing to fit it."""
-    return {
-        "x_range": list(io.X_RANGE),
-        "y_range": list(io.Y_RANGE),
-        "cell_m": io.CELL_M,
-        "grid": io.GRID,
-        "feat": io.FEAT,
-        "lidar_channels": list(io.LIDAR_CHANNELS),
-        "radar_channels": list(io.RADAR_CHANNELS),
-        "cam_size": [io.CAM_H, io.CAM_W],
-        "cam_z_levels": list(io.CAM_Z_LEVELS),
-        "imu_window": io.IMU_WINDOW,
-        "imu_hz": io.IMU_HZ,
-        "reg_channels": list(io.REG_CHANNELS),
-        "fused_modalities": list(io.FUSED_MODALITIES),
-    }
 
 
 @dataclass

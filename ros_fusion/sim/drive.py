@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.events import GROUND_TRUTH_TOPIC, SIM_EPOCH_NS, Payload, SensorEvent
 from ..core.rig import Rig, SensorSpec
 from ..core.types import NS_PER_S, Modality
 from .camera import camera_info, render_camera
-from .events import GROUND_TRUTH_TOPIC, SIM_EPOCH_NS, Payload, SensorEvent
 from .faults import FaultSpec, parse_fault, scripted_faults
 from .ground_truth import ground_truth
 from .imaging_radar import imaging_radar_scan, is_imaging_radar

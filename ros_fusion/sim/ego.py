@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.events import SIM_EPOCH_NS
 from ..core.transforms import invert_transform
 from ..core.types import NS_PER_S
-from .events import SIM_EPOCH_NS
 from .road import Road
 
 DT = 0.002  # [s] table step; poses between samples are linearly interpolated

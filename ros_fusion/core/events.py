@@ -1,16 +1,19 @@
-"""What the simulator emits: one stamped sensor message at a time.
+"""A stamped sensor message as drives and bags carry it, and the topics every bag has.
 
-A drive is an iterator of `SensorEvent` sorted by `publish_ns` (the time the
-message would reach a subscriber: capture + latency + jitter). `stamp_ns` is
+The simulator emits a drive as an iterator of `SensorEvent` sorted by
+`publish_ns` (the time the message would reach a subscriber: capture + latency +
+jitter); the converters write real recordings as the same events. `stamp_ns` is
 the capture time that goes into `header.stamp` (docs/DESIGN.md §4). The bag writer
 logs each event at `publish_ns`, so a replay reproduces the rig's latencies.
+Here in `core` because the simulator, the converters, the bag reader and the
+nodes all speak it, and none of them may import another for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.types import CameraInfo, CompressedImage, Image, ImuSample, Obstacles, Odometry, PointCloud
+from .types import CameraInfo, CompressedImage, Image, ImuSample, Obstacles, Odometry, PointCloud
 
 Payload = PointCloud | Image | CompressedImage | CameraInfo | ImuSample | Odometry | Obstacles
 
