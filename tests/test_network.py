@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ros_fusion.core import network_io as io  # noqa: E402
+from ros_fusion.core import network_io as nio  # noqa: E402
 from ros_fusion.models.export import sample_inputs  # noqa: E402
 from ros_fusion.models.network import (  # noqa: E402
     FusionNet,
@@ -16,7 +16,7 @@ from ros_fusion.models.network import (  # noqa: E402
     parameter_count,
 )
 
-CAM, LIDAR, RADAR = (io.FUSED_MODALITIES.index(m) for m in ("camera", "lidar", "radar"))
+CAM, LIDAR, RADAR = (nio.FUSED_MODALITIES.index(m) for m in ("camera", "lidar", "radar"))
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def net():
 
 def _inputs(batch=2, cams=1, seed=0):
     x = sample_inputs(NetConfig(feat=16, imu_embed=8), batch=batch, n_cameras=cams, seed=seed)
-    return {s.name: x[s.name] for s in io.input_specs(cams)}
+    return {s.name: x[s.name] for s in nio.input_specs(cams)}
 
 
 @pytest.mark.parametrize("cams", [1, 2])
@@ -37,7 +37,7 @@ def test_output_shapes_follow_the_contract(net, cams):
     x = _inputs(batch=2, cams=cams)
     with torch.no_grad():
         out = net(x)
-    for spec in io.output_specs():
+    for spec in nio.output_specs():
         assert tuple(out[spec.name].shape) == (2, *spec.shape), spec.name
         assert torch.isfinite(out[spec.name]).all()
 
@@ -58,20 +58,20 @@ def test_missing_modality_gets_exactly_zero_gate_and_no_influence(net):
 def test_camera_gate_is_zero_outside_camera_coverage(net):
     x = _inputs(batch=1)
     x["present"] = torch.ones(1, 3)
-    cov = torch.ones(1, 3, io.FEAT, io.FEAT)
-    cov[:, CAM, : io.FEAT // 2] = 0  # camera sees only the front half
+    cov = torch.ones(1, 3, nio.FEAT, nio.FEAT)
+    cov[:, CAM, : nio.FEAT // 2] = 0  # camera sees only the front half
     x["coverage"] = cov
     with torch.no_grad():
         g = net(x)["gates"]
-    assert (g[:, CAM, : io.FEAT // 2] == 0).all()
-    assert (g[:, CAM, io.FEAT // 2 :] > 0).all()
-    torch.testing.assert_close(g.sum(dim=1), torch.ones(1, io.FEAT, io.FEAT))
+    assert (g[:, CAM, : nio.FEAT // 2] == 0).all()
+    assert (g[:, CAM, nio.FEAT // 2 :] > 0).all()
+    torch.testing.assert_close(g.sum(dim=1), torch.ones(1, nio.FEAT, nio.FEAT))
 
 
 def test_cell_no_present_modality_covers_has_all_zero_gates_not_nan(net):
     x = _inputs(batch=1)
     x["present"] = torch.tensor([[1.0, 0.0, 0.0]])
-    cov = torch.ones(1, 3, io.FEAT, io.FEAT)
+    cov = torch.ones(1, 3, nio.FEAT, nio.FEAT)
     cov[:, CAM, :10] = 0
     x["coverage"] = cov
     with torch.no_grad():
@@ -153,7 +153,7 @@ def test_gate_context_lets_a_far_cell_change_the_gate(net):
     """A local gate (1×1 then 3×3 convs) cannot see 40 cells away; the context can."""
     x = _inputs(batch=1, seed=5)
     x["present"] = torch.ones(1, 3)
-    x["coverage"] = torch.ones(1, 3, io.FEAT, io.FEAT)
+    x["coverage"] = torch.ones(1, 3, nio.FEAT, nio.FEAT)
     with torch.no_grad():
         feats = net.encode(x)
         far = dict(feats)

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ros_fusion.core import network_io as io  # noqa: E402
+from ros_fusion.core import network_io as nio  # noqa: E402
 from ros_fusion.models.checkpoint import load_checkpoint  # noqa: E402
 from ros_fusion.models.network import NetConfig  # noqa: E402
 from ros_fusion.models.train import (  # noqa: E402
@@ -90,8 +90,8 @@ def test_modality_dropout_uses_every_nonempty_subset_and_never_empties():
 
 def test_previous_sweep_dropout_blanks_only_the_older_sweep():
     rng = np.random.default_rng(3)
-    n = len(io.LIDAR_SWEEP_CHANNELS)
-    x = np.random.default_rng(0).uniform(0.1, 1, (400, len(io.LIDAR_CHANNELS), 4, 4)).astype(np.float32)
+    n = len(nio.LIDAR_SWEEP_CHANNELS)
+    x = np.random.default_rng(0).uniform(0.1, 1, (400, len(nio.LIDAR_CHANNELS), 4, 4)).astype(np.float32)
     y = dropout_previous_sweep(x, rng, 0.25)
     np.testing.assert_array_equal(y[:, :n], x[:, :n])  # the newest sweep is never touched
     blank = ~y[:, n:].reshape(len(y), -1).any(axis=1)
@@ -173,7 +173,7 @@ def test_aux_single_loss_trains_the_camera_even_when_dropout_removed_it(data) ->
 
     net = FusionNet(SMALL).train()
     b = _one_batch(data)
-    cam = io.FUSED_MODALITIES.index("camera")
+    cam = nio.FUSED_MODALITIES.index("camera")
     b["present_data"] = b["present"].clone()
     b["present"] = b["present"].clone()
     b["present"][:, cam] = 0.0  # dropout took the camera from every sample

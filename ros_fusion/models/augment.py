@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import network_io as io
+from ..core import network_io as nio
 
 #: Regression channels whose sign flips under y → −y.
-_NEGATED_REG = tuple(io.REG_CHANNELS.index(c) for c in ("sin_yaw", "vy"))
-_DY = io.REG_CHANNELS.index("dy")
+_NEGATED_REG = tuple(nio.REG_CHANNELS.index(c) for c in ("sin_yaw", "vy"))
+_DY = nio.REG_CHANNELS.index("dy")
 #: IMU columns [gyro xyz, acc xyz] whose sign flips under y → −y.
 _NEGATED_IMU = (0, 2, 4)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..core import network_io as io
+from ..core import network_io as nio
 from ..core.files import sha256_file
 from ..core.model_contract import MANIFEST_FORMAT, MANIFEST_NAME, contract_grid
 from .network import STAGES, FusionNet, NetConfig, StageModule, parameter_count, stage_input_shapes
@@ -68,11 +68,11 @@ def sample_inputs(cfg: NetConfig, *, batch: int = 1, n_cameras: int = 1, seed: i
         "cam_grid": rand("cam_grid") * 2.4 - 1.2,
         "cam_valid": (rand("cam_valid") > 0.4).float(),
         "coverage": (rand("coverage") > 0.3).float(),
-        "present": torch.ones((batch, len(io.FUSED_MODALITIES))),
+        "present": torch.ones((batch, len(nio.FUSED_MODALITIES))),
         "imu": torch.randn((batch, *shapes["imu"]), generator=g) * torch.tensor([0.1] * 3 + [1.0, 1.0, 9.81]),
     }
     x["cam_grid"] = torch.where(x["cam_valid"].unsqueeze(-1) > 0, x["cam_grid"], torch.full_like(x["cam_grid"], -2.0))
-    for m in io.FUSED_MODALITIES:
+    for m in nio.FUSED_MODALITIES:
         x[f"{m}_feat"] = torch.relu(torch.randn((batch, *shapes[f"{m}_feat"]), generator=g))
     x["imu_emb"] = torch.tanh(torch.randn((batch, *shapes["imu_emb"]), generator=g))
     return x
@@ -81,7 +81,7 @@ def sample_inputs(cfg: NetConfig, *, batch: int = 1, n_cameras: int = 1, seed: i
 def _dynamic_shapes(stage: str) -> tuple[tuple[dict[int, Any], ...]]:
     """Dynamic batch (and camera) axes; nested once because StageModule.forward takes *args."""
     batch = torch.export.Dim("batch", min=1, max=64)
-    cameras = torch.export.Dim("cameras", min=1, max=io.MAX_CAMERAS)
+    cameras = torch.export.Dim("cameras", min=1, max=nio.MAX_CAMERAS)
     return (tuple({0: batch, 1: cameras} if stage == "camera" else {0: batch} for _ in STAGES[stage].inputs),)
 
 
@@ -184,7 +184,7 @@ def write_manifest(
     manifest = {
         "format": MANIFEST_FORMAT,
         "status": status,
-        "classes": list(io.CLASSES),
+        "classes": list(nio.CLASSES),
         "grid": contract_grid(),
         "network": {"config": cfg.to_dict(), "parameters": parameters, "opset": OPSET,
                     "exporter": f"torch.onnx dynamo (torch {torch.__version__})"},

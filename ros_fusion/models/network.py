@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import network_io as io
+from ..core import network_io as nio
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class LidarEncoder(nn.Module):
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
-        c = len(io.LIDAR_CHANNELS)
+        c = len(nio.LIDAR_CHANNELS)
         self.net = nn.Sequential(
             conv_bn(c, 24),  # full 0.8 m resolution: small objects (pedestrians) are 1 cell
             conv_bn(24, cfg.feat, stride=2),
@@ -90,7 +90,7 @@ class RadarEncoder(nn.Module):
 
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
-        c = len(io.RADAR_CHANNELS)
+        c = len(nio.RADAR_CHANNELS)
         self.net = nn.Sequential(
             conv_bn(c, 16, k=5),
             conv_bn(16, cfg.feat, stride=2),
@@ -122,7 +122,7 @@ class CameraEncoder(nn.Module):
             conv_bn(c, c),
             conv_bn(c, c),
         )
-        nz = len(io.CAM_Z_LEVELS)
+        nz = len(nio.CAM_Z_LEVELS)
         self.bev = nn.Sequential(conv_bn(c * nz, cfg.feat, k=1), conv_bn(cfg.feat, cfg.feat))
 
     def forward(self, images: torch.Tensor, cam_grid: torch.Tensor, cam_valid: torch.Tensor) -> torch.Tensor:
@@ -151,7 +151,7 @@ class ImuEncoder(nn.Module):
         scale = torch.tensor([1.0, 1.0, 1.0, 1 / 9.81, 1 / 9.81, 1 / 9.81])
         self.register_buffer("scale", scale, persistent=False)
         self.mlp = nn.Sequential(
-            nn.Linear(io.IMU_WINDOW * io.IMU_CHANNELS, 64),
+            nn.Linear(nio.IMU_WINDOW * nio.IMU_CHANNELS, 64),
             nn.ReLU(inplace=True),
             nn.Linear(64, cfg.imu_embed),
             nn.Tanh(),
@@ -190,7 +190,7 @@ class GatedFusion(nn.Module):
     That layer starts at zero, so a network without it loads unchanged (`--init`).
     """
 
-    def __init__(self, cfg: NetConfig, modalities: int = len(io.FUSED_MODALITIES)) -> None:
+    def __init__(self, cfg: NetConfig, modalities: int = len(nio.FUSED_MODALITIES)) -> None:
         super().__init__()
         f = cfg.feat
         self.proj = nn.ModuleList(nn.Conv2d(f, f, 1) for _ in range(modalities))
@@ -236,7 +236,7 @@ class Head(nn.Module):
     (a bus is ~15 m = 9 feature cells); then one branch per output, CenterPoint style.
     """
 
-    def __init__(self, cfg: NetConfig, n_classes: int = len(io.CLASSES), n_reg: int = len(io.REG_CHANNELS)) -> None:
+    def __init__(self, cfg: NetConfig, n_classes: int = len(nio.CLASSES), n_reg: int = len(nio.REG_CHANNELS)) -> None:
         super().__init__()
         f = cfg.feat
         self.stem = conv_bn(f, f)
@@ -306,7 +306,7 @@ class FusionNet(nn.Module):
         self, feats: dict[str, torch.Tensor], coverage: torch.Tensor, present: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Gated fusion + head. `present` with one modality set = that modality's own detections."""
-        per_modality = [feats[f"{m}_feat"] for m in io.FUSED_MODALITIES]
+        per_modality = [feats[f"{m}_feat"] for m in nio.FUSED_MODALITIES]
         fused, gates = self.fusion(per_modality, feats["imu_emb"], coverage, present)
         heatmap, regression = self.head(fused)
         return {"heatmap": heatmap, "regression": regression, "gates": gates}
@@ -377,9 +377,9 @@ class StageModule(nn.Module):
 
 def stage_input_shapes(cfg: NetConfig, n_cameras: int = 1) -> dict[str, tuple[int, ...]]:
     """Shape (without batch) of every tensor any stage consumes or produces."""
-    shapes = {s.name: s.shape for s in io.input_specs(n_cameras)}
-    shapes |= {s.name: s.shape for s in io.output_specs()}
-    for m in io.FUSED_MODALITIES:
-        shapes[f"{m}_feat"] = (cfg.feat, io.FEAT, io.FEAT)
+    shapes = {s.name: s.shape for s in nio.input_specs(n_cameras)}
+    shapes |= {s.name: s.shape for s in nio.output_specs()}
+    for m in nio.FUSED_MODALITIES:
+        shapes[f"{m}_feat"] = (cfg.feat, nio.FEAT, nio.FEAT)
     shapes["imu_emb"] = (cfg.imu_embed,)
     return shapes

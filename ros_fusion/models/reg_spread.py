@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import network_io as io
+from ..core import network_io as nio
 
-_DX, _DY = io.REG_CHANNELS.index("dx"), io.REG_CHANNELS.index("dy")
+_DX, _DY = nio.REG_CHANNELS.index("dx"), nio.REG_CHANNELS.index("dy")
 _NEIGHBOURS = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)], np.int64)
 
 

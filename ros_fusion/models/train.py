@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core import network_io as io
+from ..core import network_io as nio
 from .augment import mirror_lateral
 from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, saved_net_config
 from .losses import LossWeights, detection_loss
@@ -64,8 +64,8 @@ TARGET_ALIASES: dict[str, tuple[str, ...]] = {
     "reg_target": ("reg_target", "target_regression", "regression_target"),
     "reg_mask": ("reg_mask", "target_mask", "mask_target"),
 }
-INPUT_KEYS = tuple(s.name for s in io.input_specs(1))
-M = len(io.FUSED_MODALITIES)
+INPUT_KEYS = tuple(s.name for s in nio.input_specs(1))
+M = len(nio.FUSED_MODALITIES)
 #: Every non-empty subset of the fused modalities, as presence vectors; index 0 is the full set.
 SUBSETS: tuple[tuple[int, ...], ...] = tuple(
     sorted((tuple((k >> i) & 1 for i in range(M)) for k in range(1, 2**M)), key=lambda s: -sum(s))
@@ -81,8 +81,8 @@ class DataError(ValueError):
 
 def _as_float_images(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8:
-        mean = np.asarray(io.CAM_MEAN, np.float32)[:, None, None]
-        std = np.asarray(io.CAM_STD, np.float32)[:, None, None]
+        mean = np.asarray(nio.CAM_MEAN, np.float32)[:, None, None]
+        std = np.asarray(nio.CAM_STD, np.float32)[:, None, None]
         return (a.astype(np.float32) / 255.0 - mean) / std
     return a.astype(np.float32, copy=False)
 
@@ -133,7 +133,7 @@ class ShardDataset:
                 arrays[k] = z[next(a for a in TARGET_ALIASES[k] if a in z.files)].astype(np.float32, copy=False)
         arrays["images"] = _as_float_images(arrays["images"])
         n = self.sizes[i]
-        for spec in io.input_specs(arrays["images"].shape[1]):
+        for spec in nio.input_specs(arrays["images"].shape[1]):
             a = arrays[spec.name]
             if a.shape != (n, *spec.shape):
                 raise DataError(f"shard {self.files[i].name}: {spec.name} has shape {a.shape}, "
@@ -170,10 +170,10 @@ def synthetic_shard(path: Path, n: int, seed: int) -> Path:
     and the smoke model: proves the loop learns, says nothing about real accuracy.
     """
     rng = np.random.default_rng(seed)
-    f = io.FEAT
-    nz = len(io.CAM_Z_LEVELS)
-    k, r = len(io.CLASSES), len(io.REG_CHANNELS)
-    out = {s.name: np.zeros((n, *s.shape), np.float32) for s in io.input_specs(1)}
+    f = nio.FEAT
+    nz = len(nio.CAM_Z_LEVELS)
+    k, r = len(nio.CLASSES), len(nio.REG_CHANNELS)
+    out = {s.name: np.zeros((n, *s.shape), np.float32) for s in nio.input_specs(1)}
     hm = np.zeros((n, k, f, f), np.float32)
     reg = np.zeros((n, r, f, f), np.float32)
     mask = np.zeros((n, f, f), np.float32)
@@ -200,14 +200,14 @@ def synthetic_shard(path: Path, n: int, seed: int) -> Path:
             out["lidar_bev"][s, 0][sl] = 0.6 + 0.05 * c
             out["lidar_bev"][s, 1][sl] = 0.2 + 0.1 * c
             out["lidar_bev"][s, 5 + c % 3][sl] = 1.0
-            nch = len(io.LIDAR_SWEEP_CHANNELS)  # previous sweep: the same (static) blob
+            nch = len(nio.LIDAR_SWEEP_CHANNELS)  # previous sweep: the same (static) blob
             out["lidar_bev"][s, nch:][:, sl[0], sl[1]] = out["lidar_bev"][s, :nch][:, sl[0], sl[1]]
             if rng.random() < 0.8:
                 out["radar_bev"][s, 0, 2 * ci, 2 * cj] = 1.0
                 out["radar_bev"][s, 1, 2 * ci, 2 * cj] = 0.3 + 0.1 * c
             if ci >= f // 2:
-                col = int((cj + 0.5) / f * io.CAM_W)
-                out["images"][s, 0, c % 3, io.CAM_H // 4 : io.CAM_H // 2, max(col - 6, 0) : col + 6] = 2.0
+                col = int((cj + 0.5) / f * nio.CAM_W)
+                out["images"][s, 0, c % 3, nio.CAM_H // 4 : nio.CAM_H // 2, max(col - 6, 0) : col + 6] = 2.0
             gauss = np.exp(-((ii - ci) ** 2 + (jj - cj) ** 2) / (2 * 1.0**2))
             hm[s, c] = np.maximum(hm[s, c], gauss)
             hm[s, c, ci, cj] = 1.0
@@ -274,9 +274,9 @@ class TrainConfig:
 
     def aux(self) -> dict[str, float]:
         """{modality: weight} of the auxiliary single-modality losses; checks the names."""
-        unknown = [m for m in self.aux_single if m not in io.FUSED_MODALITIES]
+        unknown = [m for m in self.aux_single if m not in nio.FUSED_MODALITIES]
         if unknown:
-            raise ValueError(f"aux_single: unknown modalities {unknown}; choose from {list(io.FUSED_MODALITIES)}")
+            raise ValueError(f"aux_single: unknown modalities {unknown}; choose from {list(nio.FUSED_MODALITIES)}")
         if self.aux_single and not self.aux_weight > 0:
             raise ValueError(f"aux_weight must be > 0 when aux_single is set, got {self.aux_weight}")
         return {m: self.aux_weight for m in dict.fromkeys(self.aux_single)}
@@ -303,7 +303,7 @@ def dropout_previous_sweep(lidar_bev: np.ndarray, rng: np.random.Generator, p: f
     (`is_previous_sweep`); this is how the network learns that input. Returns a new array.
     """
     out = lidar_bev.copy()
-    nch = len(io.LIDAR_SWEEP_CHANNELS)
+    nch = len(nio.LIDAR_SWEEP_CHANNELS)
     drop = rng.random(out.shape[0]) < p
     out[drop, nch:] = 0.0
     return out
@@ -336,7 +336,7 @@ def batch_loss(net: FusionNet, batch: dict[str, torch.Tensor], weights: LossWeig
     has = batch.get("present_data", batch["present"])
     total = losses["total"]
     for name, w in aux.items():
-        m = io.FUSED_MODALITIES.index(name)
+        m = nio.FUSED_MODALITIES.index(name)
         only = torch.zeros_like(has)
         only[:, m] = has[:, m]
         single = _masked_loss(net.fuse_and_detect(feats, batch["coverage"], only), batch, only, weights)

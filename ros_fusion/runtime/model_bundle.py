@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..core import network_io as io
+from ..core import network_io as nio
 from ..core.files import sha256_file
 from ..core.model_contract import MANIFEST_FORMAT, MANIFEST_NAME, STAGE_NAMES, contract_grid
 from ..core.rig import ConfigError, Rig
@@ -66,11 +66,11 @@ class ModelBundle:
     def check_rig(self, rig: Rig) -> None:
         """Refuse a rig the model cannot serve: too many cameras, or a fused modality it lacks entirely."""
         n_cam = len(rig.of(Modality.CAMERA))
-        if n_cam > io.MAX_CAMERAS:
-            raise BundleError("rig.sensors", f"{n_cam} cameras but the model takes at most {io.MAX_CAMERAS}",
+        if n_cam > nio.MAX_CAMERAS:
+            raise BundleError("rig.sensors", f"{n_cam} cameras but the model takes at most {nio.MAX_CAMERAS}",
                               rig.source)
-        if not any(rig.of(Modality(m)) for m in io.FUSED_MODALITIES):
-            raise BundleError("rig.sensors", f"no camera, LiDAR or radar: the model fuses {io.FUSED_MODALITIES}",
+        if not any(rig.of(Modality(m)) for m in nio.FUSED_MODALITIES):
+            raise BundleError("rig.sensors", f"no camera, LiDAR or radar: the model fuses {nio.FUSED_MODALITIES}",
                               rig.source)
         cam = self.stages.get("camera")
         if cam is not None and n_cam:
@@ -125,8 +125,8 @@ def load_bundle(path: Path | str, *, verify: bool = True, rig: Rig | None = None
     if fmt != MANIFEST_FORMAT:
         raise BundleError("format", f"expected {MANIFEST_FORMAT!r}, got {fmt!r}", src)
     classes = _req(raw, "classes", list, "", src)
-    if [str(c) for c in classes] != list(io.CLASSES):
-        raise BundleError("classes", f"model classes {classes} differ from this package's {list(io.CLASSES)}", src)
+    if [str(c) for c in classes] != list(nio.CLASSES):
+        raise BundleError("classes", f"model classes {classes} differ from this package's {list(nio.CLASSES)}", src)
     grid = _req(raw, "grid", dict, "", src)
     expected = contract_grid()
     for key, want in expected.items():
